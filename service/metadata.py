@@ -1,0 +1,186 @@
+"""The model repository's contract: what training writes into `models/<name>/<version>/metadata.json`.
+
+Training builds a `ModelMetadata` and writes it; the service reads and validates it. This module is the one
+place the contract is defined. It depends on pydantic and the standard library only, so the training side can
+import it without pulling in FastAPI or ONNX Runtime, and the service can import it without torch.
+
+The ONNX graphs all take raw feature values (normalisation is baked in) and answer in raw units:
+
+- ``encoder`` : ``x`` (batch, input_dim) -> ``latent`` (batch, latent_dim) [+ ``log_var`` for the VAE]
+- ``decoder`` : ``latent`` (batch, latent_dim) -> ``reconstruction`` (batch, input_dim)
+- ``model``   : ``x`` -> ``latent`` [+ ``log_var``], ``reconstruction``, ``feature_errors`` (batch, input_dim),
+  ``error`` (batch,) [+ ``neg_elbo`` (batch,) for the VAE]
+
+``feature_errors`` is the squared error of each feature in the normalised space ((x - mean) / scale) and
+``error`` is their mean over features: the per-sample reconstruction error the service scores anomalies by.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "METADATA_FILE",
+    "SCHEMA_VERSION",
+    "DataSummary",
+    "GraphFile",
+    "ModelMetadata",
+    "Normalisation",
+    "ScoreCalibration",
+    "is_valid_name",
+]
+
+SCHEMA_VERSION = 1
+METADATA_FILE = "metadata.json"
+
+# Model names become URL path segments and directory names: keep them boring.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+GraphRole = Literal["encoder", "decoder", "model"]
+ScoreName = Literal["mse", "neg_elbo"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GraphFile(_Strict):
+    """One ONNX file of a model version."""
+
+    path: str
+    """File name relative to the version directory."""
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """Hex sha256 of the file; the service refuses a file that does not match."""
+    inputs: list[str]
+    """Graph input names, in order."""
+    outputs: list[str]
+    """Graph output names, in order."""
+
+    @field_validator("path")
+    @classmethod
+    def _plain_file_name(cls, value: str) -> str:
+        if "/" in value or "\\" in value or value in {"", ".", ".."}:
+            raise ValueError(f"graph path must be a plain file name inside the version directory, got {value!r}")
+        return value
+
+
+class Normalisation(_Strict):
+    """Per-feature affine normalisation baked into the graphs: normalised = (raw - offset) / scale."""
+
+    kind: Literal["standard", "minmax", "identity"]
+    """How offset and scale were fitted on the training rows."""
+    offset: list[float]
+    scale: list[float]
+    """Strictly positive; a constant feature gets a scale of 1 rather than 0."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Normalisation:
+        if len(self.offset) != len(self.scale):
+            raise ValueError("normalisation offset and scale must have the same length")
+        if any(not s > 0 for s in self.scale):
+            raise ValueError("normalisation scale must be strictly positive")
+        return self
+
+
+class ScoreCalibration(_Strict):
+    """Distribution of an anomaly score on held-out normal rows (the validation split)."""
+
+    n: int = Field(ge=1)
+    """How many held-out rows the figures come from."""
+    mean: float
+    std: float
+    quantiles: dict[str, float]
+    """Quantile level (as a decimal string, e.g. "0.99") -> score at that level. Includes at least
+    0.5, 0.9, 0.95, 0.99, 0.999, and a dense grid so that false-alarm rates map by interpolation."""
+    false_alarm_rate: float = Field(gt=0, lt=1)
+    """Target false-alarm rate the default threshold was set for."""
+    threshold: float
+    """Default threshold: the (1 - false_alarm_rate) quantile of the held-out scores."""
+
+
+class DataSummary(_Strict):
+    """Where the training rows came from and how they were split."""
+
+    source: str
+    """`digits`, another scikit-learn data set name, or the file name of the user's .npy/.csv."""
+    n_features: int
+    n_train: int
+    n_validation: int
+    n_test: int
+    """Rows held out from training and validation (0 when none); the reported metrics use them when present."""
+    feature_min: list[float]
+    feature_max: list[float]
+    """Per-feature range of the training rows, in raw units (useful to clients and the explorer page)."""
+
+
+class ModelMetadata(_Strict):
+    """Everything the service needs to know about one model version, and everything a person wants to."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(pattern=NAME_PATTERN)
+    version: int = Field(ge=1)
+    variant: str
+    """Key in `training.variants.VARIANTS` (plain, linear, sparse_l1, sparse_l2, sparse_kl, denoising,
+    contractive, vae)."""
+    input_dim: int = Field(ge=1)
+    latent_dim: int = Field(ge=1)
+    image_shape: tuple[int, int] | None = None
+    """(height, width) when a sample is a flattened image, e.g. (8, 8) for digits."""
+    generative: bool = False
+    """True when decoding z ~ N(0, I) gives meaningful new samples (the VAE)."""
+    graphs: dict[GraphRole, GraphFile]
+    """The encoder, decoder and fused model graphs (see the module docstring for their tensors)."""
+    opset: int = Field(ge=17)
+    normalisation: Normalisation
+    scores: list[ScoreName] = ["mse"]
+    """Anomaly scores the fused graph outputs (`mse` -> output `error`, `neg_elbo` -> output `neg_elbo`)."""
+    default_score: ScoreName = "mse"
+    calibration: dict[ScoreName, ScoreCalibration] = {}
+    """Per score, its held-out distribution and default threshold. Empty when the model was not calibrated."""
+    metrics: dict[str, float] = {}
+    """Held-out metrics (e.g. `test_mse`, `pca_mse`, `denoise_mse_ratio`)."""
+    training: dict[str, Any] = {}
+    """The training configuration, as given (hyper-parameters, seed)."""
+    seed: int = 0
+    data: DataSummary
+    libraries: dict[str, str] = {}
+    """Versions of the libraries that produced the files (torch, onnx, onnxruntime, ...)."""
+    created_at: datetime
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelMetadata:
+        missing = {"encoder", "decoder", "model"} - set(self.graphs)
+        if missing:
+            raise ValueError(f"graphs must include encoder, decoder and model; missing {sorted(missing)}")
+        if len(self.normalisation.offset) != self.input_dim:
+            raise ValueError(
+                f"normalisation has {len(self.normalisation.offset)} features, input_dim is {self.input_dim}"
+            )
+        if self.image_shape is not None and self.image_shape[0] * self.image_shape[1] != self.input_dim:
+            raise ValueError(f"image_shape {self.image_shape} does not flatten to input_dim {self.input_dim}")
+        if self.default_score not in self.scores:
+            raise ValueError(f"default_score {self.default_score!r} is not among scores {self.scores}")
+        return self
+
+    @classmethod
+    def read(cls, directory: Path) -> ModelMetadata:
+        """Read and validate `directory/metadata.json`."""
+        return cls.model_validate_json((directory / METADATA_FILE).read_bytes())
+
+    def write(self, directory: Path) -> Path:
+        """Write `directory/metadata.json` (pretty, stable key order) and return its path."""
+        path = directory / METADATA_FILE
+        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+        return path
+
+
+def is_valid_name(name: str) -> bool:
+    """Whether `name` may be a model name (and so a directory and a URL path segment)."""
+    return bool(_NAME_RE.match(name))
