@@ -123,7 +123,7 @@ class DataSummary(_Strict):
 class ModelMetadata(_Strict):
     """Everything the service needs to know about one model version, and everything a person wants to."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     name: str = Field(pattern=NAME_PATTERN)
     version: int = Field(ge=1)
     variant: str

@@ -1,0 +1,82 @@
+"""Request-time calibration: turning a false-alarm rate into a threshold through the recorded quantiles.
+
+Training records, per score, the held-out normal scores' quantiles q(p) at a grid of levels p (at least 0.5,
+0.9, 0.95, 0.99, 0.999). A false-alarm rate r asks for the threshold t that a fraction r of normal samples
+exceed, i.e. t = q(1 - r). Between two recorded levels p_i <= 1 - r <= p_{i+1} the quantile function is taken
+as linear: t = q(p_i) + (q(p_{i+1}) - q(p_i)) * ((1 - r) - p_i) / (p_{i+1} - p_i). Outside the recorded grid
+there is nothing to interpolate from (extrapolating a tail is guesswork), so such rates are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from service.errors import InvalidInputError
+from service.metadata import ModelMetadata, ScoreCalibration, ScoreName
+
+__all__ = ["ThresholdChoice", "choose_threshold", "rate_for_threshold", "threshold_for_rate"]
+
+ThresholdSource = Literal["request", "false_alarm_rate", "model_default"]
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    threshold: float | None
+    source: ThresholdSource | None
+    false_alarm_rate: float | None
+
+
+def _grid(calibration: ScoreCalibration) -> tuple[np.ndarray, np.ndarray]:
+    """(levels ascending, quantile values), the values made non-decreasing against rounding noise."""
+    pairs = sorted((float(level), value) for level, value in calibration.quantiles.items())
+    levels = np.array([p for p, _ in pairs])
+    values = np.maximum.accumulate(np.array([v for _, v in pairs]))
+    return levels, values
+
+
+def threshold_for_rate(calibration: ScoreCalibration, false_alarm_rate: float) -> float:
+    """The threshold at quantile level 1 - rate, linearly interpolated between recorded levels."""
+    levels, values = _grid(calibration)
+    level = 1.0 - false_alarm_rate
+    low, high = float(levels[0]), float(levels[-1])
+    if not low - 1e-12 <= level <= high + 1e-12:
+        raise InvalidInputError(
+            f"false_alarm_rate {false_alarm_rate} needs the {level:.6g} quantile, outside the recorded "
+            f"levels [{low}, {high}]; expected a false_alarm_rate between {1 - high:.6g} and {1 - low:.6g}"
+        )
+    return float(np.interp(level, levels, values))
+
+
+def rate_for_threshold(calibration: ScoreCalibration, threshold: float) -> float | None:
+    """The false-alarm rate a threshold corresponds to (the inverse interpolation), None outside the grid."""
+    levels, values = _grid(calibration)
+    if not values[0] <= threshold <= values[-1] or values[-1] == values[0]:
+        return None
+    # On a flat stretch of the quantile function np.interp takes the last level with that value.
+    level = float(np.interp(threshold, values, levels))
+    return round(1.0 - level, 12)
+
+
+def choose_threshold(
+    metadata: ModelMetadata, score: ScoreName, threshold: float | None, false_alarm_rate: float | None
+) -> ThresholdChoice:
+    """The request's threshold, else one mapped from its false_alarm_rate, else the model's default."""
+    calibration = metadata.calibration.get(score)
+    if threshold is not None:
+        rate = rate_for_threshold(calibration, threshold) if calibration else None
+        return ThresholdChoice(threshold, "request", rate)
+    if false_alarm_rate is not None:
+        if calibration is None:
+            raise InvalidInputError(
+                f"model {metadata.name} version {metadata.version} has no calibration for score {score!r}, "
+                "so a false_alarm_rate cannot be mapped; pass an explicit threshold instead"
+            )
+        return ThresholdChoice(
+            threshold_for_rate(calibration, false_alarm_rate), "false_alarm_rate", false_alarm_rate
+        )
+    if calibration is None:
+        return ThresholdChoice(None, None, None)
+    return ThresholdChoice(calibration.threshold, "model_default", calibration.false_alarm_rate)

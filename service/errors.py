@@ -1,0 +1,102 @@
+"""The service's errors. Each carries its HTTP status; one handler turns any of them into `{"detail": ...}`.
+
+ServiceError (500)
+├── BadRequestError (400)          malformed JSON, unreadable binary tensor
+├── ModelNotFoundError (404)       unknown model or version
+├── NotAcceptableError (406)       Accept names no answer type the service can give
+├── PayloadTooLargeError (413)     body over AE_MAX_BODY_BYTES, batch over AE_MAX_BATCH_ROWS
+├── UnsupportedMediaTypeError (415)
+├── InvalidInputError (422)        wrong shape, ragged rows, empty batch, NaN, non-numbers, bad fields
+│   └── NotGenerativeError (422)   /sample on a model that cannot generate
+├── ModelUnavailableError (503)    the model exists but failed to load
+└── NotReadyError (503)            /readyz: some model is not loaded or warmed
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+__all__ = [
+    "BadRequestError",
+    "InvalidInputError",
+    "ModelNotFoundError",
+    "ModelUnavailableError",
+    "NotAcceptableError",
+    "NotGenerativeError",
+    "NotReadyError",
+    "PayloadTooLargeError",
+    "ServiceError",
+    "UnsupportedMediaTypeError",
+    "error_response",
+    "service_error_handler",
+    "unexpected_error_handler",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """Base of every error answered on purpose; `detail` says what was wrong and what was expected."""
+
+    status_code = 500
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequestError(ServiceError):
+    status_code = 400
+
+
+class ModelNotFoundError(ServiceError):
+    status_code = 404
+
+
+class NotAcceptableError(ServiceError):
+    status_code = 406
+
+
+class PayloadTooLargeError(ServiceError):
+    status_code = 413
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    status_code = 415
+
+
+class InvalidInputError(ServiceError):
+    status_code = 422
+
+
+class NotGenerativeError(InvalidInputError):
+    pass
+
+
+class ModelUnavailableError(ServiceError):
+    status_code = 503
+
+
+class NotReadyError(ServiceError):
+    status_code = 503
+
+
+def error_response(status_code: int, detail: str) -> Response:
+    """The one error body shape: `{"detail": "..."}`."""
+    return Response(orjson.dumps({"detail": detail}), status_code=status_code, media_type="application/json")
+
+
+async def service_error_handler(request: Request, exc: Exception) -> Response:
+    """Answer a ServiceError with its status and detail."""
+    assert isinstance(exc, ServiceError)
+    return error_response(exc.status_code, exc.detail)
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    """Last resort: log the bug, answer 500 in the same body shape without leaking internals."""
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal server error; the failure was logged")

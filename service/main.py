@@ -1,0 +1,144 @@
+"""The app factory: `create_app(settings)` wires the routes, the error handler, metrics and the lifespan.
+
+The lifespan loads the model repository (checked, warmed) and hands it to requests through lifespan state
+(`request.state.ae`), never through module globals. Use with `uvicorn --factory service.main:create_app`.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from service import __version__
+from service.api import REQUEST_MODELS, AppState, router
+from service.errors import ServiceError, error_response, service_error_handler, unexpected_error_handler
+from service.metrics import MetricsMiddleware, ServiceMetrics
+from service.registry import ModelRegistry
+from service.settings import Settings
+from service.threads import plan_threads
+from service.v2 import router as v2_router
+
+__all__ = ["UI_DIR", "create_app", "openapi_schema"]
+
+logger = logging.getLogger(__name__)
+
+UI_DIR = Path(__file__).resolve().parent / "ui"
+
+_TAGS = [
+    {"name": "inference", "description": "Encode, decode, reconstruct, score and sample with a model."},
+    {"name": "models", "description": "The model repository: metadata, providers, calibration, load errors."},
+    {"name": "health", "description": "Liveness, readiness, metrics and service metadata."},
+]
+_DESCRIPTION = (
+    "Autoencoders trained in PyTorch, exported to ONNX and served with ONNX Runtime. Tensor endpoints take "
+    "JSON (a missing Content-Type is read as JSON), `application/x-npy`, or raw little-endian float32 "
+    "(`application/octet-stream` with `X-Tensor-Shape: rows,cols`); binary bodies take their other fields "
+    'from the query string. Answers follow Accept. Every error is `{"detail": "..."}`.'
+)
+
+
+async def _validation_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+    return error_response(422, "; ".join(parts))
+
+
+def openapi_schema(app: FastAPI) -> dict[str, Any]:
+    """The app's OpenAPI schema, with the request models the tensor routes document but parse by hand."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+    )
+    _, defs = models_json_schema(
+        [(m, "validation") for m in REQUEST_MODELS], ref_template="#/components/schemas/{model}"
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, definition in defs.get("$defs", {}).items():
+        components.setdefault(name, definition)
+    schema["components"]["schemas"] = dict(sorted(components.items()))
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; models load when its lifespan starts."""
+    settings = settings or Settings()
+    metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        plan = plan_threads(settings.workers, settings.intra_op_threads)
+        registry = ModelRegistry(
+            settings.models_dir,
+            providers=settings.providers,
+            intra_op_threads=plan.intra_op_threads,
+            inter_op_threads=plan.inter_op_threads,
+            warm_up=settings.warm_up,
+        )
+        snapshot = registry.load()
+        metrics.models_loaded.set(len(snapshot.all_models()))
+        metrics.models_failed.set(len(snapshot.failures))
+        logger.info(
+            "loaded %d model versions (%d failed) from %s; thread plan %s",
+            len(snapshot.all_models()),
+            len(snapshot.failures),
+            settings.models_dir,
+            plan,
+        )
+        # Long-lived objects out of the collector's sight: full collections were 28-39 ms and hit p99.
+        gc.collect()
+        gc.freeze()
+        try:
+            yield {"ae": AppState(settings, registry, metrics, plan)}
+        finally:
+            gc.unfreeze()
+
+    app = FastAPI(
+        title="Autoencoder serving",
+        version=__version__,
+        description=_DESCRIPTION,
+        openapi_tags=_TAGS,
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    app.include_router(v2_router)
+    app.add_exception_handler(ServiceError, service_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if UI_DIR.is_dir():
+        app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
+
+        @app.get("/", include_in_schema=False)
+        async def root() -> RedirectResponse:
+            return RedirectResponse("/ui/")
+
+    def _openapi() -> dict[str, Any]:
+        return openapi_schema(app)
+
+    app.openapi = _openapi  # type: ignore[method-assign]
+    return app
+
+
+def write_openapi(path: Path) -> None:
+    """Write the app's OpenAPI schema (pretty, stable) to `path`."""
+    schema = create_app(Settings()).openapi()
+    path.write_text(json.dumps(schema, indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,116 @@
+"""Broken model versions are reported by /readyz and /models while the others keep serving."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.registry import ModelRegistry
+from tests.fixtures.make_models import write_model
+
+ROW = [[1.0, 2.0, 3.0, 4.0]]
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _set_sha(directory: Path, role: str, sha: str) -> None:
+    meta_path = directory / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["graphs"][role]["sha256"] = sha
+    meta_path.write_text(json.dumps(meta))
+
+
+def _broken_repo(root: Path, fixture_models: Path) -> Path:
+    shutil.copytree(fixture_models / "tiny", root / "good")
+    for version in ("1", "2"):
+        meta_path = root / "good" / version / "metadata.json"
+        meta_path.write_text(meta_path.read_text().replace('"name": "tiny"', '"name": "good"'))
+    bad_sha = write_model(root, "badsha", 1)
+    _set_sha(bad_sha, "decoder", "0" * 64)
+    truncated = write_model(root, "truncated", 1)
+    blob = (truncated / "model.onnx").read_bytes()
+    (truncated / "model.onnx").write_bytes(blob[: len(blob) // 2])
+    _set_sha(truncated, "model", _sha(truncated / "model.onnx"))
+    invalid = write_model(root, "invalid", 1)
+    (invalid / "metadata.json").write_text('{"name": "invalid", "version": 1}')
+    write_model(root, "mismatch", 1, graph_input_dim=5)
+    return root
+
+
+@pytest.fixture
+def broken_client(make_client: Any, tmp_path: Path, fixture_models: Path) -> Any:
+    return make_client(_broken_repo(tmp_path, fixture_models))
+
+
+def test_readyz_reports_every_broken_model(broken_client: Any) -> None:
+    r = broken_client.get("/readyz")
+    assert r.status_code == 503
+    detail = r.json()["detail"]
+    assert "badsha version 1: decoder graph decoder.onnx has sha256" in detail
+    assert "metadata expects 0000" in detail
+    assert "truncated version 1: model graph model.onnx does not load in ONNX Runtime" in detail
+    assert "invalid version 1: invalid metadata.json" in detail
+    assert "mismatch version 1: encoder graph input x has shape" in detail
+    assert "metadata expects (batch, 4)" in detail
+
+
+def test_models_lists_failures_with_reasons(broken_client: Any) -> None:
+    models = {(m["name"], m["version"]): m for m in broken_client.get("/models").json()["models"]}
+    assert models[("good", 2)]["status"] == "ready"
+    for name in ["badsha", "truncated", "invalid", "mismatch"]:
+        assert models[(name, 1)]["status"] == "failed"
+        assert models[(name, 1)]["error"]
+    assert models[("mismatch", 1)]["input_dim"] == 4  # valid metadata is still shown
+    assert models[("invalid", 1)]["input_dim"] is None
+
+
+def test_good_model_keeps_serving_beside_broken_ones(broken_client: Any) -> None:
+    r = broken_client.post("/denoise", json={"model": "good", "inputs": ROW})
+    assert r.status_code == 200
+    assert r.json()["version"] == 2
+
+
+def test_request_to_failed_model_is_503_with_reason(broken_client: Any) -> None:
+    r = broken_client.post("/denoise", json={"model": "badsha", "inputs": ROW})
+    assert r.status_code == 503
+    assert r.json()["detail"].startswith("model badsha version 1 failed to load: decoder graph")
+
+
+def test_metadata_in_wrong_directory_fails(tmp_path: Path) -> None:
+    directory = write_model(tmp_path, "a", 1)
+    shutil.move(directory, tmp_path / "a" / "3")
+    snapshot = ModelRegistry(tmp_path).load()
+    assert not snapshot.models
+    assert "metadata says a version 1 but the files are in a/3" in snapshot.failures[0].error
+
+
+def test_providers_demanding_cuda_fail_readiness(make_client: Any, fixture_models: Path) -> None:
+    import onnxruntime as ort
+
+    assert "CUDAExecutionProvider" not in ort.get_available_providers()
+    r = make_client(fixture_models, providers="cuda,cpu").get("/readyz")
+    assert r.status_code == 503
+    assert (
+        "AE_PROVIDERS asks for ['CUDAExecutionProvider'] but the encoder session got only"
+        in r.json()["detail"]
+    )
+
+
+def test_snapshot_swap_is_one_assignment(tmp_path: Path) -> None:
+    write_model(tmp_path, "a", 1)
+    registry = ModelRegistry(tmp_path)
+    first = registry.load()
+    write_model(tmp_path, "a", 2, seed=5)
+    assert registry.get("a").metadata.version == 1
+    second = registry.load()
+    assert registry.snapshot is second is not first
+    assert registry.get("a").metadata.version == 2
+    assert first.get("a").metadata.version == 1

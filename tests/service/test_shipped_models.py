@@ -1,0 +1,59 @@
+"""Every model shipped in the repository's models/ directory loads and serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.metadata import ModelMetadata
+
+REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+SHIPPED = sorted(p.parent for p in REPO_MODELS.glob("*/*/metadata.json"))
+
+
+@pytest.fixture(scope="module")
+def shipped_client() -> Any:
+    from fastapi.testclient import TestClient
+
+    from service.main import create_app
+    from service.settings import Settings
+
+    with TestClient(create_app(Settings(models_dir=REPO_MODELS))) as client:
+        yield client
+
+
+def test_shipped_repository_is_not_empty() -> None:
+    assert SHIPPED, f"no models under {REPO_MODELS}"
+
+
+def test_shipped_models_all_ready(shipped_client: Any) -> None:
+    r = shipped_client.get("/readyz")
+    assert r.status_code == 200, r.text
+    assert r.json()["models"] == len(SHIPPED)
+
+
+@pytest.mark.parametrize("directory", SHIPPED, ids=lambda p: f"{p.parent.name}-{p.name}")
+def test_shipped_model_serves_every_endpoint(shipped_client: Any, directory: Path) -> None:
+    meta = ModelMetadata.read(directory)
+    low, high = np.asarray(meta.data.feature_min), np.asarray(meta.data.feature_max)
+    x = np.random.default_rng(0).uniform(low, high, (8, meta.input_dim))  # (batch, input_dim)
+    ref = {"model": meta.name, "version": meta.version}
+    latents = shipped_client.post("/encode", json={**ref, "inputs": x.tolist()}).json()["latents"]
+    assert np.asarray(latents).shape == (8, meta.latent_dim)
+    decoded = shipped_client.post("/decode", json={**ref, "latents": latents}).json()["outputs"]
+    denoised = shipped_client.post("/denoise", json={**ref, "inputs": x.tolist()}).json()["outputs"]
+    assert np.asarray(denoised).shape == (8, meta.input_dim)
+    np.testing.assert_allclose(decoded, denoised, rtol=1e-4, atol=1e-4)
+    body = shipped_client.post(
+        "/reconstruction-error", json={**ref, "inputs": x.tolist(), "per_feature": True}
+    ).json()
+    np.testing.assert_allclose(
+        np.asarray(body["feature_errors"]).mean(axis=1), body["errors"], rtol=1e-4, atol=1e-6
+    )
+    if meta.calibration:
+        assert body["threshold_source"] == "model_default"
+    sample = shipped_client.post("/sample", json={**ref, "n": 2, "seed": 0})
+    assert sample.status_code == (200 if meta.generative else 422)
