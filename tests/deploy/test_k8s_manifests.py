@@ -1,0 +1,178 @@
+"""The Kubernetes manifests point at the service's real routes, port and thread plan."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+from fastapi.testclient import TestClient
+
+from service.main import create_app
+from service.settings import Settings
+from service.threads import plan_threads
+from tests.fixtures.make_models import FIXTURE_MODELS
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+
+
+def _documents(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _base() -> dict[str, dict[str, Any]]:
+    """The Kustomize base's resources by kind."""
+    kustomization = _documents(K8S / "kustomization.yaml")[0]
+    found: dict[str, dict[str, Any]] = {}
+    for resource in kustomization["resources"]:
+        for doc in _documents(K8S / resource):
+            assert doc["kind"] not in found, f"two {doc['kind']} resources"
+            found[doc["kind"]] = doc
+    return found
+
+
+@pytest.fixture(scope="module")
+def base() -> dict[str, dict[str, Any]]:
+    return _base()
+
+
+@pytest.fixture(scope="module")
+def container(base: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    containers = base["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    spec: dict[str, Any] = containers[0]
+    return spec
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(models_dir=FIXTURE_MODELS))) as test_client:
+        yield test_client
+
+
+def _image_cmd() -> list[str]:
+    match = re.search(r"^CMD (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert match, "Dockerfile has no exec-form CMD"
+    command: list[str] = json.loads(match.group(1))
+    return command
+
+
+def _flag(command: list[str], flag: str) -> str:
+    assert flag in command, f"{flag} missing from {command}"
+    return command[command.index(flag) + 1]
+
+
+def _port_number(container: dict[str, Any], port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert port in named, f"port {port!r} is not one of the container's named ports {named}"
+    return int(named[port])
+
+
+def _cpus(quantity: str) -> float:
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", [])}
+
+
+def test_k8s_base_has_deployment_service_hpa(base: dict[str, dict[str, Any]]) -> None:
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler"} <= set(base)
+    deployment = base["Deployment"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert base["Service"]["spec"]["selector"].items() <= labels.items()
+    target = base["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    assert (
+        1
+        <= base["HorizontalPodAutoscaler"]["spec"]["minReplicas"]
+        < base["HorizontalPodAutoscaler"]["spec"]["maxReplicas"]
+    )
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+
+
+@pytest.mark.parametrize(("probe", "path"), [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")])
+def test_k8s_probes_hit_real_routes(
+    container: dict[str, Any], client: TestClient, probe: str, path: str
+) -> None:
+    get = container[probe]["httpGet"]
+    assert get["path"] == path
+    paths = client.app.openapi()["paths"]  # type: ignore[attr-defined]
+    routes = {path for path, operations in paths.items() if "get" in operations}
+    for spec in (container[probe], container.get("startupProbe", container[probe])):
+        assert spec["httpGet"]["path"] in routes, f"{spec['httpGet']['path']} is not a GET route of the app"
+        assert client.get(spec["httpGet"]["path"]).status_code == 200
+    assert _port_number(container, get["port"]) == int(_flag(_image_cmd(), "--port"))
+
+
+def test_k8s_ports_match_the_image(base: dict[str, dict[str, Any]], container: dict[str, Any]) -> None:
+    port = int(_flag(_image_cmd(), "--port"))
+    assert _flag(_image_cmd(), "--host") == "0.0.0.0"
+    assert re.search(rf"^EXPOSE {port}$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert [p["containerPort"] for p in container["ports"]] == [port]
+    service_port = base["Service"]["spec"]["ports"][0]
+    assert _port_number(container, service_port["targetPort"]) == port
+
+
+def test_k8s_prometheus_scrapes_the_metrics_route(
+    base: dict[str, dict[str, Any]], container: dict[str, Any], client: TestClient
+) -> None:
+    annotations = base["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == _port_number(container, "http")
+    response = client.get(annotations["prometheus.io/path"])
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    monitor = _documents(K8S / "servicemonitor.yaml")[0]
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["path"] == annotations["prometheus.io/path"]
+    assert endpoint["port"] in {p["name"] for p in base["Service"]["spec"]["ports"]}
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= base["Service"]["metadata"]["labels"].items()
+
+
+def test_k8s_resources_agree_with_the_thread_plan(container: dict[str, Any]) -> None:
+    resources = container["resources"]
+    cpu_limit = _cpus(resources["limits"]["cpu"])
+    assert _cpus(resources["requests"]["cpu"]) <= cpu_limit
+    assert {"memory"} <= resources["requests"].keys() and {"memory"} <= resources["limits"].keys()
+    env = _env(container)
+    workers, threads = int(env["AE_WORKERS"]), int(env["AE_INTRA_OP_THREADS"])
+    # The service sees the CPU limit as its cgroup quota: the configured plan must survive it unclamped.
+    plan = plan_threads(workers, threads, cpus=(math.ceil(cpu_limit), "cgroup quota"))
+    assert (plan.workers, plan.intra_op_threads) == (workers, threads), plan.note
+    assert workers * threads <= cpu_limit
+
+
+def test_k8s_grace_period_covers_the_drain(
+    base: dict[str, dict[str, Any]], container: dict[str, Any]
+) -> None:
+    drain = int(_flag(_image_cmd(), "--timeout-graceful-shutdown"))
+    pause = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert base["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > drain + pause
+
+
+def test_k8s_runs_as_the_image_user(base: dict[str, dict[str, Any]], container: dict[str, Any]) -> None:
+    pod = base["Deployment"]["spec"]["template"]["spec"]["securityContext"]
+    uid = re.search(r"useradd .*--uid (\d+)", (ROOT / "Dockerfile").read_text())
+    assert uid and pod["runAsNonRoot"] and pod["runAsUser"] == int(uid.group(1))
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert _env(container)["AE_MODELS_DIR"] == "/srv/models"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_k8s_kustomize_renders() -> None:
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    kinds = sorted(d["kind"] for d in yaml.safe_load_all(rendered) if d)
+    assert kinds == sorted(_base()), kinds
