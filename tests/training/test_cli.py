@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from service.metadata import ModelMetadata
+from training.cli import main
+
+TINY = ["--epochs", "2", "--latent-dim", "2", "--hidden", "8", "--quiet"]
+
+
+def _train(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "training", "train", "--variant", "plain", "--data", str(data)]
+    return subprocess.run(
+        [*command, "--name", "mine", "--out", str(out), *TINY, *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_trains_on_npy_and_csv(tmp_path: Path, digits: npt.NDArray[np.float32]) -> None:
+    np.save(tmp_path / "rows.npy", digits[:60])
+    (tmp_path / "rows.csv").write_text(
+        ",".join(f"f{i}" for i in range(64)) + "\n" + "\n".join(",".join(map(str, r)) for r in digits[:60])
+    )
+    first = _train(tmp_path / "rows.npy", tmp_path / "models")
+    second = _train(tmp_path / "rows.csv", tmp_path / "models", "--seed", "4")
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert f"wrote {tmp_path / 'models' / 'mine' / '1'}" in first.stdout
+    assert "test_mse=" in first.stdout
+    metadata = ModelMetadata.read(tmp_path / "models" / "mine" / "2")
+    assert metadata.data.source == "rows.csv" and metadata.seed == 4 and metadata.data.n_test == 12
+
+
+def _one_line_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        status = exc.code  # type: ignore[assignment]
+    assert status != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+@pytest.fixture
+def bad_files(tmp_path: Path) -> Path:
+    rows = np.random.default_rng(0).normal(size=(40, 3))
+    np.save(tmp_path / "nan.npy", np.where(rows > 2, np.nan, rows))
+    np.save(tmp_path / "few.npy", rows[:6])
+    np.save(tmp_path / "flat.npy", rows.ravel())
+    (tmp_path / "words.csv").write_text("a,b\n1,2\n3,x\n" + "1,2\n" * 20)
+    (tmp_path / "ragged.csv").write_text("1,2\n3\n" + "1,2\n" * 20)
+    np.save(tmp_path / "ok.npy", rows)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "{d}/missing.npy"], "not found"),
+        (["--data", "{d}/nan.npy"], "NaN"),
+        (["--data", "{d}/few.npy"], "at least 10 rows"),
+        (["--data", "{d}/flat.npy"], "2-D"),
+        (["--data", "{d}/words.csv"], "non-numeric value 'x'"),
+        (["--data", "{d}/ragged.csv"], "columns"),
+        (["--data", "{d}/ok.npy", "--variant", "nope"], "invalid choice"),
+        (["--data", "{d}/ok.npy", "--lr", "fast"], "expected a number"),
+        (["--data", "{d}/ok.npy", "--epochs", "0"], "expected a value in"),
+        (["--data", "{d}/ok.npy", "--rho", "0.1"], "does not apply to variant 'plain'"),
+        (["--data", "{d}/ok.npy", "--name", "../x"], "invalid --name"),
+        (["--data", "{d}/data.txt"], "expected one of"),
+    ],
+)
+def test_cli_bad_input_exits_nonzero_with_one_line(
+    args: list[str], message: str, bad_files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--variant", "plain", "--name", "m", "--out", str(bad_files / "out"), *TINY]
+    argv += [a.format(d=bad_files) for a in args]
+    assert message in _one_line_error(argv, capsys)
+    assert not (bad_files / "out" / "m").exists()
+
+
+def test_cli_process_never_prints_a_traceback(tmp_path: Path) -> None:
+    result = _train(tmp_path / "missing.csv", tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip() == f"error: data file not found: {tmp_path / 'missing.csv'}"

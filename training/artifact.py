@@ -1,0 +1,158 @@
+"""One training run end to end: split, train, export, calibrate, measure, draw, write the model version."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import cast
+
+import torch
+
+from service.metadata import DataSummary, ModelMetadata, Normalisation, ScoreCalibration, ScoreName
+from training.calibration import calibrate
+from training.config import TrainConfig
+from training.data import Dataset, Normaliser, split_rows
+from training.export import OPSET, export_graphs, score_output
+from training.figures import save_loss_curves, save_reconstructions, save_samples
+from training.metrics import held_out_metrics
+from training.scoring import run_graph
+from training.train import TrainResult, train_model
+
+__all__ = ["TrainedVersion", "next_version", "train_version"]
+
+
+@dataclass(frozen=True)
+class TrainedVersion:
+    directory: Path
+    metadata: ModelMetadata
+    result: TrainResult
+
+
+def next_version(model_dir: Path) -> int:
+    """The next free integer version under `model_dir` (1 when there is none yet)."""
+    taken = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(taken, default=0) + 1
+
+
+def _libraries() -> dict[str, str]:
+    names = ["torch", "onnx", "onnxruntime", "numpy", "scikit-learn"]
+    return {"python": platform.python_version()} | {n: package_version(n) for n in names}
+
+
+def train_version(
+    config: TrainConfig,
+    dataset: Dataset,
+    out: Path,
+    name: str,
+    test_every: int = 5,
+    progress: bool = True,
+    version: int | None = None,
+) -> TrainedVersion:
+    """Train `config` on `dataset` and write `out/name/<next version>/` (ONNX graphs, metadata.json, PNGs).
+
+    Rows with index % test_every == 0 are held out for the reported metrics (none when test_every is 0; the
+    metrics then use the validation rows); the validation split calibrates the anomaly scores. A given
+    `version` replaces that version's directory; by default the next free version is taken.
+    """
+    started = time.perf_counter()
+    split = split_rows(len(dataset.x), config.validation_fraction, config.seed, test_every)
+    x_train, x_val, x_test = (dataset.x[i] for i in (split.train, split.validation, split.test))
+    shared = dataset.image_shape is not None if config.shared_scale is None else config.shared_scale
+    normaliser = Normaliser.fit(x_train, config.normalisation, shared)
+    result = train_model(config, normaliser.transform(x_train), normaliser.transform(x_val), progress)
+    model = result.model
+    seconds = time.perf_counter() - started
+
+    model_dir = out / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if version is not None:
+        directory = model_dir / str(version)
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir()
+    while version is None:
+        directory = model_dir / str(next_version(model_dir))
+        try:
+            directory.mkdir()
+            break
+        except FileExistsError:  # another run took that version meanwhile
+            continue
+    try:
+        graphs, parity = export_graphs(model, normaliser, directory, x_val)
+        val_outputs = run_graph(directory, graphs["model"], x_val)
+        calibration: dict[ScoreName, ScoreCalibration] = {
+            score: calibrate(val_outputs[score_output(score)], config.false_alarm_rate)
+            for score in cast(tuple[ScoreName, ...], model.scores)
+        }
+        held_out = x_test if len(x_test) else x_val
+        metrics = held_out_metrics(model, normaliser, x_train, held_out, dataset.image_shape is not None)
+        metrics |= {
+            "train_mse": result.history.train_reconstruction[result.best_epoch],
+            "validation_mse": result.history.validation_reconstruction[result.best_epoch],
+            "best_epoch": float(result.best_epoch + 1),
+            "epochs_run": float(result.epochs_run),
+            "train_seconds": seconds,
+            "onnx_parity_max_abs_error": parity,
+        }
+        test_outputs = run_graph(directory, graphs["model"], held_out)
+        title = f"{name} v{directory.name} ({config.variant})"
+        save_loss_curves(result.history, result.best_epoch, directory / "loss_curves.png", title)
+        save_reconstructions(
+            held_out,
+            test_outputs["reconstruction"],
+            dataset.image_shape,
+            directory / "reconstructions.png",
+            title,
+        )
+        if model.generative:
+            with torch.no_grad():
+                samples = model.sample(
+                    24, torch.Generator().manual_seed(config.seed)
+                ).numpy()  # (24, input_dim)
+            save_samples(normaliser.inverse(samples), dataset.image_shape, directory / "samples.png", title)
+        metadata = ModelMetadata(
+            name=name,
+            version=int(directory.name),
+            variant=config.variant,
+            input_dim=dataset.x.shape[1],
+            latent_dim=model.latent_dim,
+            image_shape=dataset.image_shape,
+            generative=model.generative,
+            graphs=graphs,
+            opset=OPSET,
+            normalisation=Normalisation(
+                kind=normaliser.kind, offset=normaliser.offset.tolist(), scale=normaliser.scale.tolist()
+            ),
+            scores=list(cast(tuple[ScoreName, ...], model.scores)),
+            default_score="mse",
+            calibration=calibration,
+            metrics=metrics,
+            training=config.as_dict()
+            | {
+                "latent_dim": model.latent_dim,
+                "hidden": list(model.hidden),
+                "hparams": model.hp,
+                "test_every": test_every,
+            },
+            seed=config.seed,
+            data=DataSummary(
+                source=dataset.source,
+                n_features=dataset.x.shape[1],
+                n_train=len(x_train),
+                n_validation=len(x_val),
+                n_test=len(x_test),
+                feature_min=x_train.min(axis=0).tolist(),
+                feature_max=x_train.max(axis=0).tolist(),
+            ),
+            libraries=_libraries(),
+            created_at=datetime.now(UTC),
+        )
+        metadata.write(directory)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return TrainedVersion(directory, metadata, result)

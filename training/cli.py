@@ -1,0 +1,214 @@
+"""Command line: `python -m training train ...` trains one model version; `defaults` rebuilds the shipped set.
+
+Each variant's own options (--l1, --rho, --beta, ...) come from the `hyperparameters` its class declares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from service.metadata import is_valid_name
+from training.artifact import TrainedVersion, train_version
+from training.config import TrainConfig
+from training.data import BUILTIN_DATASETS, DataError, load_data
+from training.evaluate import add_evaluate_command, run_evaluate
+from training.variants import VARIANTS, HyperParameter
+
+__all__ = ["main"]
+
+# Metrics printed after training (all are in the metadata).
+SHOWN_METRICS = ("test_mse", "test_mse_raw", "pca_mse", "mse_to_pca_ratio")
+
+
+class CliError(Exception):
+    """Bad command-line input; printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _number(kind: Callable[[str], float], low: float, high: float = math.inf) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (low <= value <= high) or math.isnan(value):
+            raise argparse.ArgumentTypeError(f"expected a value in [{low}, {high}], got {text}")
+        return value
+
+    return parse
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    """Comma-separated widths, e.g. "128,64"; empty for none."""
+    try:
+        widths = tuple(int(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"hidden widths must be positive, got {text!r}")
+    return widths
+
+
+def _variant_options() -> dict[str, HyperParameter]:
+    options: dict[str, HyperParameter] = {}
+    for cls in VARIANTS.values():
+        for p in cls.hyperparameters:
+            options.setdefault(p.name, p)
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m training", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    defaults = TrainConfig()
+
+    train = commands.add_parser("train", help="train one variant and write DIR/NAME/<next version>/")
+    train.add_argument("--variant", required=True, choices=sorted(VARIANTS))
+    train.add_argument(
+        "--data", required=True, help=f"{', '.join(BUILTIN_DATASETS)}, or a .npy/.csv file of rows"
+    )
+    train.add_argument("--name", required=True, help="model name (letters, digits, _ . -)")
+    train.add_argument("--out", required=True, type=Path, help="model repository directory")
+    train.add_argument(
+        "--test-every", type=int, default=5, help="hold out rows whose index %% K == 0 (0: none)"
+    )
+    _common_options(train, defaults)
+    for p in _variant_options().values():
+        owners = [k for k, cls in VARIANTS.items() if p in cls.hyperparameters]
+        train.add_argument(
+            f"--{p.name.replace('_', '-')}",
+            dest=f"hp_{p.name}",
+            type=_number(float, p.minimum, p.maximum),
+            help=f"{p.help} ({', '.join(owners)}; default {p.default})",
+        )
+
+    rebuild = commands.add_parser("defaults", help="rebuild the shipped digits-<variant> models, version 1")
+    rebuild.add_argument("--out", type=Path, default=Path("models"))
+    rebuild.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
+    rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_evaluate_command(commands)
+    return parser
+
+
+def _common_options(parser: argparse.ArgumentParser, d: TrainConfig) -> None:
+    positive_int = _number(int, 1)
+    parser.add_argument(
+        "--latent-dim", type=positive_int, help="code size (default: the variant's, mostly 16)"
+    )
+    parser.add_argument(
+        "--hidden", type=_hidden, help="encoder widths, e.g. 256,128 (default: the variant's)"
+    )
+    parser.add_argument("--epochs", type=positive_int, help="default: enough epochs for the step budget")
+    parser.add_argument(
+        "--steps",
+        type=positive_int,
+        help="gradient-step budget when --epochs is unset (default: the variant's)",
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    parser.add_argument("--lr", type=_number(float, 1e-8, 10.0), default=d.lr)
+    parser.add_argument("--weight-decay", type=_number(float, 0.0), default=d.weight_decay)
+    parser.add_argument("--patience", type=positive_int, default=d.patience, help="in gradient steps")
+    parser.add_argument(
+        "--validation-fraction", type=_number(float, 0.01, 0.9), default=d.validation_fraction
+    )
+    parser.add_argument(
+        "--normalisation", choices=["standard", "minmax", "identity"], default=d.normalisation
+    )
+    parser.add_argument(
+        "--shared-scale",
+        action=argparse.BooleanOptionalAction,
+        help="one normalisation scale for all features, for features in the same units such as pixels "
+        "(default: on for images, i.e. digits or a 3-D .npy, off otherwise)",
+    )
+    parser.add_argument("--false-alarm-rate", type=_number(float, 1e-6, 0.5), default=d.false_alarm_rate)
+    parser.add_argument("--seed", type=_number(int, 0), default=d.seed)
+    parser.add_argument("--threads", type=positive_int, default=d.threads)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _config(args: argparse.Namespace) -> TrainConfig:
+    declared = {p.name for p in VARIANTS[args.variant].hyperparameters}
+    given = {n: getattr(args, f"hp_{n}") for n in _variant_options() if getattr(args, f"hp_{n}") is not None}
+    foreign = sorted(set(given) - declared)
+    if foreign:
+        flags = ", ".join(f"--{n.replace('_', '-')}" for n in foreign)
+        own = ", ".join(f"--{n.replace('_', '-')}" for n in sorted(declared)) or "none"
+        raise CliError(f"{flags} does not apply to variant {args.variant!r} (its own options: {own})")
+    return TrainConfig(
+        variant=args.variant,
+        latent_dim=None if args.latent_dim is None else int(args.latent_dim),
+        hidden=args.hidden,
+        epochs=None if args.epochs is None else int(args.epochs),
+        steps=None if args.steps is None else int(args.steps),
+        batch_size=int(args.batch_size),
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        patience=int(args.patience),
+        validation_fraction=args.validation_fraction,
+        normalisation=args.normalisation,
+        shared_scale=args.shared_scale,
+        false_alarm_rate=args.false_alarm_rate,
+        seed=int(args.seed),
+        threads=int(args.threads),
+        hparams=given,
+    )
+
+
+def _report(trained: TrainedVersion) -> None:
+    m = trained.metadata
+    held_out = "test" if m.data.n_test else "validation"
+    shown = "  ".join(f"{k}={m.metrics[k]:.6g}" for k in SHOWN_METRICS)
+    print(f"wrote {trained.directory}")
+    print(f"  {m.variant}: {held_out} rows {m.data.n_test or m.data.n_validation}  {shown}")
+    for score, cal in m.calibration.items():
+        print(f"  threshold[{score}] = {cal.threshold:.6g} at false-alarm rate {cal.false_alarm_rate}")
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "evaluate":
+        run_evaluate(args)
+        return
+    if args.command == "defaults":
+        for variant in args.variants:
+            trained = train_version(
+                TrainConfig(variant=variant),
+                load_data("digits"),
+                args.out,
+                f"digits-{variant}",
+                test_every=5,
+                progress=not args.quiet,
+                version=1,
+            )
+            _report(trained)
+        return
+    if not is_valid_name(args.name):
+        raise CliError(f"invalid --name {args.name!r}: expected letters, digits, '_', '.', '-' (max 128)")
+    if args.test_every < 0:
+        raise CliError(f"--test-every must be 0 or positive, got {args.test_every}")
+    config = _config(args)
+    dataset = load_data(args.data)
+    trained = train_version(config, dataset, args.out, args.name, args.test_every, not args.quiet)
+    _report(trained)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status. Errors in the input are one line on stderr, never a traceback."""
+    try:
+        run(argv)
+    except (CliError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    return 0

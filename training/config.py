@@ -1,0 +1,50 @@
+"""The training configuration: one typed dataclass, stored verbatim in each model's metadata."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+__all__ = ["NormalisationKind", "TrainConfig"]
+
+NormalisationKind = Literal["standard", "minmax", "identity"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run. `None` means "choose from the data" (see the field notes)."""
+
+    variant: str = "plain"
+    latent_dim: int | None = None
+    """None -> the variant's default (16 for most)."""
+    hidden: tuple[int, ...] | None = None
+    """Hidden layer widths of the encoder (the decoder mirrors them); None -> the variant's default."""
+    epochs: int | None = None
+    """Upper bound on epochs; None -> enough epochs for `steps` steps (so small data sets still train)."""
+    steps: int | None = None
+    """Gradient-step budget used when `epochs` is None; None -> the variant's default (6000 for most)."""
+    batch_size: int = 64
+    lr: float = 2e-3
+    """Initial Adam learning rate; it decays along a cosine to `lr * lr_final_fraction`."""
+    lr_final_fraction: float = 0.01
+    weight_decay: float = 1e-5
+    patience: int = 1500
+    """Early stopping: stop after this many gradient steps without a better validation loss."""
+    validation_fraction: float = 0.2
+    """Share of the training rows held out for early stopping and score calibration."""
+    normalisation: NormalisationKind = "minmax"
+    shared_scale: bool | None = None
+    """One offset and scale for all features (they share units, like pixels); None -> True for image data."""
+    false_alarm_rate: float = 0.01
+    """Target false-alarm rate of the default anomaly threshold."""
+    seed: int = 0
+    threads: int = 1
+    """torch intra-op threads; one is fastest for these small MLPs."""
+    hparams: dict[str, float] = field(default_factory=dict)
+    """The variant's own hyper-parameters (e.g. `l1`, `rho`, `beta`), merged over its defaults."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        data = asdict(self)
+        data["hidden"] = list(self.hidden) if self.hidden is not None else None
+        return data

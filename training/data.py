@@ -1,0 +1,210 @@
+"""Data sets (scikit-learn's built-in ones, or the user's .npy/.csv), validation, splits and normalisation."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from training.config import NormalisationKind
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "MIN_ROWS",
+    "DataError",
+    "Dataset",
+    "Normaliser",
+    "Split",
+    "load_data",
+    "split_rows",
+    "validate_rows",
+]
+
+Array = npt.NDArray[np.float32]
+
+# Fewer rows than this cannot give a training, a validation and (by default) a test split worth the name.
+MIN_ROWS = 10
+
+
+class DataError(ValueError):
+    """The data cannot be used for training; the message says what was wrong and what was expected."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Rows of raw feature values, and where they came from."""
+
+    x: Array
+    """(n_rows, n_features) float32."""
+    source: str
+    image_shape: tuple[int, int] | None = None
+
+
+def _sklearn_loader(name: str) -> Callable[[], Any]:
+    def load() -> Any:
+        from sklearn import datasets
+
+        return getattr(datasets, f"load_{name}")()
+
+    return load
+
+
+# The data sets that ship inside scikit-learn (no download); feature matrices only, labels are ignored.
+BUILTIN_DATASETS: dict[str, tuple[Callable[[], Any], tuple[int, int] | None]] = {
+    "digits": (_sklearn_loader("digits"), (8, 8)),
+    "iris": (_sklearn_loader("iris"), None),
+    "wine": (_sklearn_loader("wine"), None),
+    "breast_cancer": (_sklearn_loader("breast_cancer"), None),
+    "diabetes": (_sklearn_loader("diabetes"), None),
+}
+
+
+def validate_rows(x: npt.NDArray[Any], source: str) -> Array:
+    """Check that `x` is a finite, numeric (rows, features) matrix with enough rows; return it as float32."""
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{source}: expected numeric values, got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise DataError(
+            f"{source}: expected a 2-D array (rows, features) or 3-D (rows, height, width), "
+            f"got shape {tuple(x.shape)}"
+        )
+    if x.shape[1] < 1:
+        raise DataError(f"{source}: expected at least 1 feature column, got shape {tuple(x.shape)}")
+    if x.shape[0] < MIN_ROWS:
+        raise DataError(f"{source}: expected at least {MIN_ROWS} rows, got {x.shape[0]}")
+    values = x.astype(np.float32)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise DataError(
+            f"{source}: expected finite numbers, found {int(bad.sum())} NaN/inf values "
+            f"(first at row {row}, column {col})"
+        )
+    return values
+
+
+def _read_csv(path: Path) -> npt.NDArray[np.float64]:
+    with path.open(newline="") as handle:
+        rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    if not rows:
+        raise DataError(f"{path.name}: the CSV file is empty")
+    # A first row that does not parse as numbers is taken as a header.
+    try:
+        [float(cell) for cell in rows[0]]
+    except ValueError:
+        rows = rows[1:]
+    width = len(rows[0]) if rows else 0
+    values: list[list[float]] = []
+    for number, row in enumerate(rows, start=1):
+        if len(row) != width:
+            raise DataError(f"{path.name}: row {number} has {len(row)} columns, expected {width}")
+        try:
+            values.append([float(cell) for cell in row])
+        except ValueError:
+            cell = next(c for c in row if not _is_float(c))
+            raise DataError(f"{path.name}: row {number} has a non-numeric value {cell!r}") from None
+    return np.asarray(values, dtype=np.float64).reshape(len(values), width)
+
+
+def _is_float(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def load_data(spec: str) -> Dataset:
+    """Load `spec`: a built-in data set name (see BUILTIN_DATASETS) or a path to a .npy or .csv file of rows.
+
+    A 3-D .npy array (rows, height, width) is taken as images: flattened, with its image shape recorded.
+    """
+    if spec in BUILTIN_DATASETS:
+        loader, image_shape = BUILTIN_DATASETS[spec]
+        return Dataset(validate_rows(np.asarray(loader().data), spec), spec, image_shape)
+    path = Path(spec)
+    suffix = path.suffix.lower()
+    if suffix not in {".npy", ".csv"}:
+        raise DataError(
+            f"unknown data {spec!r}: expected one of {sorted(BUILTIN_DATASETS)} "
+            "or a path ending in .npy or .csv"
+        )
+    if not path.is_file():
+        raise DataError(f"data file not found: {spec}")
+    if suffix == ".npy":
+        try:
+            raw = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise DataError(f"{path.name}: not a readable .npy array ({exc})") from None
+    else:
+        raw = _read_csv(path)
+    if raw.ndim == 3:
+        # (rows, height, width): images, flattened row-major.
+        height, width = raw.shape[1:]
+        return Dataset(validate_rows(raw.reshape(len(raw), -1), path.name), path.name, (height, width))
+    return Dataset(validate_rows(raw, path.name), path.name)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices of the three splits."""
+
+    train: npt.NDArray[np.int64]
+    validation: npt.NDArray[np.int64]
+    test: npt.NDArray[np.int64]
+
+
+def split_rows(n_rows: int, validation_fraction: float, seed: int, test_every: int = 5) -> Split:
+    """Rows whose index % test_every == 0 are the test split (none when test_every is 0); a seeded random
+    `validation_fraction` of the rest is the validation split."""
+    index = np.arange(n_rows)
+    is_test = index % test_every == 0 if test_every > 0 else np.zeros(n_rows, dtype=bool)
+    rest = index[~is_test]
+    shuffled = np.random.default_rng(seed).permutation(rest)
+    n_val = max(2, round(validation_fraction * len(rest)))
+    if len(rest) - n_val < 8:
+        raise DataError(
+            f"too few rows: {n_rows} rows leave {len(rest) - n_val} for training after the test and "
+            f"validation splits, expected at least 8"
+        )
+    return Split(np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val]), index[is_test])
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """Per-feature affine map fitted on the training rows: normalised = (raw - offset) / scale."""
+
+    kind: NormalisationKind
+    offset: Array
+    scale: Array
+
+    @classmethod
+    def fit(cls, x: Array, kind: NormalisationKind, shared: bool = False) -> Normaliser:
+        """Fit on training rows; a constant feature gets a scale of 1 so it never divides by zero.
+
+        `shared` fits one offset and scale for all features, for features in the same units (image pixels):
+        per-pixel scaling would blow up a border pixel that is almost always blank.
+        """
+        columns = x.reshape(-1, 1) if shared else x
+        if kind == "standard":
+            offset, spread = x.mean(axis=0), columns.std(axis=0)
+        elif kind == "minmax":
+            offset, spread = columns.min(axis=0), columns.max(axis=0) - columns.min(axis=0)
+        else:
+            offset, spread = np.zeros(x.shape[1]), np.ones(x.shape[1])
+        offset, spread = np.broadcast_to(offset, x.shape[1]), np.broadcast_to(spread, x.shape[1])
+        # Relative to the feature's magnitude, so a feature like 1e6 +- 1e-3 is not declared constant.
+        tiny = spread <= 1e-8 * np.maximum(1.0, np.abs(offset))
+        scale = np.where(tiny, 1.0, spread)
+        return cls(kind, offset.astype(np.float32), scale.astype(np.float32))
+
+    def transform(self, x: Array) -> Array:
+        return ((x - self.offset) / self.scale).astype(np.float32)
+
+    def inverse(self, x: Array) -> Array:
+        return (x * self.scale + self.offset).astype(np.float32)

@@ -1,0 +1,160 @@
+"""ONNX export of a trained model (normalisation baked in), checked against ONNX Runtime, with file hashes.
+
+Three graphs per model version, tensor names as in `service.metadata`:
+encoder.onnx (x -> latent [, log_var]), decoder.onnx (latent -> reconstruction) and model.onnx
+(x -> latent [, log_var], reconstruction, feature_errors, error [, neg_elbo]).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import Tensor, nn
+
+from service.metadata import GraphFile, GraphRole
+from training.data import Array, Normaliser
+from training.variants import Autoencoder
+
+__all__ = ["OPSET", "ExportError", "GraphSpec", "export_graphs", "graph_modules", "score_output", "sha256"]
+
+OPSET = 17
+# Parity tolerance between ONNX Runtime and torch, relative to the output's magnitude when that exceeds 1.
+PARITY_ATOL = 1e-5
+
+
+class ExportError(RuntimeError):
+    """The exported graph does not reproduce torch's outputs."""
+
+
+def score_output(score: str) -> str:
+    """The fused graph's output tensor carrying `score` ("mse" is the per-sample `error`)."""
+    return "error" if score == "mse" else score
+
+
+class _Normalised(nn.Module):
+    def __init__(self, model: Autoencoder, normaliser: Normaliser) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("offset", torch.from_numpy(normaliser.offset.copy()))  # (input_dim,)
+        self.register_buffer("scale", torch.from_numpy(normaliser.scale.copy()))  # (input_dim,)
+        self.offset: Tensor
+        self.scale: Tensor
+
+
+class EncoderGraph(_Normalised):
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        return self.model.encode_outputs((x - self.offset) / self.scale)  # each (batch, latent_dim)
+
+
+class DecoderGraph(_Normalised):
+    def forward(self, latent: Tensor) -> Tensor:
+        return self.model.decode(latent) * self.scale + self.offset  # (batch, input_dim)
+
+
+class FusedGraph(_Normalised):
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        normalised = (x - self.offset) / self.scale  # (batch, input_dim)
+        codes = self.model.encode_outputs(normalised)
+        reconstruction = self.model.decode(codes[0])  # (batch, input_dim), decoded from the mean code
+        feature_errors = (reconstruction - normalised) ** 2  # (batch, input_dim)
+        error = feature_errors.mean(dim=1)  # (batch,)
+        extra = self.model.extra_scores(normalised, codes, reconstruction)
+        return (*codes, reconstruction * self.scale + self.offset, feature_errors, error, *extra)
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    role: GraphRole
+    module: nn.Module
+    inputs: list[str]
+    outputs: list[str]
+
+
+def graph_modules(model: Autoencoder, normaliser: Normaliser) -> list[GraphSpec]:
+    """The three graphs of a model as torch modules taking and giving raw units."""
+    codes = list(model.encoder_outputs)
+    fused_out = [*codes, "reconstruction", "feature_errors", "error", *map(score_output, model.scores[1:])]
+    return [
+        GraphSpec("encoder", EncoderGraph(model, normaliser).eval(), ["x"], codes),
+        GraphSpec("decoder", DecoderGraph(model, normaliser).eval(), ["latent"], ["reconstruction"]),
+        GraphSpec("model", FusedGraph(model, normaliser).eval(), ["x"], fused_out),
+    ]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _export_one(spec: GraphSpec, example: Tensor, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            spec.module,
+            (example,),
+            str(path),
+            input_names=spec.inputs,
+            output_names=spec.outputs,
+            opset_version=OPSET,
+            dynamo=False,
+            dynamic_axes={name: {0: "batch"} for name in spec.inputs + spec.outputs},
+        )
+    # Offline optimisation at the basic level only: constant folding and redundant-node removal are the same
+    # for every execution provider, so the saved graph stays loadable by the CPU and CUDA providers alike.
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    with tempfile.TemporaryDirectory() as tmp:
+        optimised = Path(tmp) / path.name
+        options.optimized_model_filepath = str(optimised)
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(str(optimised))
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
+
+
+def check_parity(spec: GraphSpec, path: Path, probe: Tensor) -> float:
+    """Max abs difference between ONNX Runtime and torch on `probe`; raises ExportError beyond tolerance."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    got = session.run(spec.outputs, {spec.inputs[0]: probe.numpy()})
+    with torch.no_grad():
+        expected = spec.module(probe)
+    expected_list = [expected] if isinstance(expected, Tensor) else list(expected)
+    worst = 0.0
+    for name, a, b in zip(spec.outputs, got, expected_list, strict=True):
+        ref = b.numpy()
+        diff = float(np.max(np.abs(np.asarray(a) - ref))) if ref.size else 0.0
+        if diff > PARITY_ATOL * max(1.0, float(np.max(np.abs(ref)))):
+            raise ExportError(f"{path.name}: output {name!r} differs from torch by {diff:.3g}")
+        worst = max(worst, diff)
+    return worst
+
+
+def export_graphs(
+    model: Autoencoder, normaliser: Normaliser, directory: Path, probe: Array
+) -> tuple[dict[GraphRole, GraphFile], float]:
+    """Write encoder.onnx, decoder.onnx and model.onnx into `directory`, check each against ONNX Runtime on
+    `probe` rows (raw units), and return their metadata entries and the worst parity error."""
+    model.eval()
+    x = torch.from_numpy(np.ascontiguousarray(probe, dtype=np.float32))  # (rows, input_dim)
+    with torch.no_grad():
+        latent = model.encode(torch.from_numpy(normaliser.transform(probe)))  # (rows, latent_dim)
+    graphs: dict[GraphRole, GraphFile] = {}
+    worst = 0.0
+    for spec in graph_modules(model, normaliser):
+        example = latent if spec.role == "decoder" else x
+        path = directory / f"{spec.role}.onnx"
+        _export_one(spec, example[:2], path)
+        worst = max(worst, check_parity(spec, path, example))
+        graphs[spec.role] = GraphFile(
+            path=path.name, sha256=sha256(path), inputs=spec.inputs, outputs=spec.outputs
+        )
+    return graphs, worst
