@@ -1,17 +1,48 @@
 """`python -m service --host HOST --port PORT [--models DIR] [--workers N] [--log-level LEVEL]`.
 
 `python -m service --write-openapi service/openapi.json` regenerates the committed OpenAPI schema.
+
+Signals: SIGTERM (or SIGINT) stops accepting connections, lets requests in flight finish (at most
+AE_DRAIN_TIMEOUT_S) and exits 0. SIGHUP reloads the model repository; with several workers the supervisor
+forwards it to every worker instead of restarting them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
+import signal
+import sys
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
+from service.admin import SUPERVISOR_PID_ENV
 from service.main import write_openapi
+from service.settings import Settings
+
+logger = logging.getLogger("uvicorn.error")
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, except that SIGHUP is forwarded to the workers (a hot reload in each)
+    rather than restarting them."""
+
+    def handle_hup(self) -> None:
+        pids = [p.pid for p in self.processes if p.pid is not None]
+        logger.info("Received SIGHUP, telling workers %s to reload their models.", pids)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    # uvicorn re-raises the stop signal after its graceful shutdown; a drained server exits 0.
+    sys.exit(0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         "--timeout-graceful-shutdown",
         type=int,
         metavar="SECONDS",
-        help="on SIGTERM, wait this long for in-flight requests before closing them (default: no limit)",
+        help="on SIGTERM, wait this long for in-flight requests before closing them "
+        "(AE_DRAIN_TIMEOUT_S; default 30)",
     )
     args = parser.parse_args(argv)
     if args.write_openapi:
@@ -43,17 +75,28 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["AE_MODELS_DIR"] = str(args.models.resolve())
     if args.workers is not None:
         os.environ["AE_WORKERS"] = str(args.workers)
-    workers = int(os.environ.get("AE_WORKERS", "1"))
-    uvicorn.run(
+    settings = Settings()
+    drain = args.timeout_graceful_shutdown
+    if drain is None:
+        drain = max(1, round(settings.drain_timeout_s))
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    # Until a worker's lifespan takes SIGHUP over, a reload request must not kill the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    config = uvicorn.Config(
         "service.main:create_app",
         factory=True,
         host=args.host,
         port=args.port,
-        workers=workers,
+        workers=settings.workers,
         log_level=args.log_level,
         access_log=False,
-        timeout_graceful_shutdown=args.timeout_graceful_shutdown,
+        timeout_graceful_shutdown=drain,
     )
+    if settings.workers == 1:
+        uvicorn.Server(config).run()
+        return
+    os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())
+    _Supervisor(config, sockets=[config.bind_socket()]).run()
 
 
 if __name__ == "__main__":

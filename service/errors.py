@@ -44,9 +44,11 @@ class ServiceError(Exception):
 
     status_code = 500
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers
+        """Extra answer headers, e.g. Retry-After on a 503."""
 
 
 class BadRequestError(ServiceError):
@@ -85,15 +87,20 @@ class NotReadyError(ServiceError):
     status_code = 503
 
 
-def error_response(status_code: int, detail: str) -> Response:
+def error_response(status_code: int, detail: str, headers: dict[str, str] | None = None) -> Response:
     """The one error body shape: `{"detail": "..."}`."""
-    return Response(orjson.dumps({"detail": detail}), status_code=status_code, media_type="application/json")
+    return Response(
+        orjson.dumps({"detail": detail}),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 async def service_error_handler(request: Request, exc: Exception) -> Response:
     """Answer a ServiceError with its status and detail."""
     assert isinstance(exc, ServiceError)
-    return error_response(exc.status_code, exc.detail)
+    return error_response(exc.status_code, exc.detail, exc.headers)
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:

@@ -2,13 +2,20 @@
 
 The lifespan loads the model repository (checked, warmed) and hands it to requests through lifespan state
 (`request.state.ae`), never through module globals. Use with `uvicorn --factory service.main:create_app`.
+
+Middleware, outermost first: metrics (counts every answer, refusals included), CORS (when configured, so
+preflights need no key), API keys, admission (concurrency limit, bounded queue, request timeout). In the
+lifespan, SIGHUP reloads the models; at shutdown it waits for requests in flight to drain.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,12 +25,17 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from service import __version__
+from service.admin import Reloader
+from service.admin import router as admin_router
+from service.admission import AdmissionGate, AdmissionMiddleware
 from service.api import REQUEST_MODELS, AppState, router
+from service.auth import SECURITY_SCHEME, ApiKeys, AuthMiddleware, is_public_path
 from service.errors import ServiceError, error_response, service_error_handler, unexpected_error_handler
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.registry import ModelRegistry
@@ -41,12 +53,15 @@ _TAGS = [
     {"name": "inference", "description": "Encode, decode, reconstruct, score and sample with a model."},
     {"name": "models", "description": "The model repository: metadata, providers, calibration, load errors."},
     {"name": "health", "description": "Liveness, readiness, metrics and service metadata."},
+    {"name": "admin", "description": "Operations: hot reload of the model repository."},
 ]
 _DESCRIPTION = (
     "Autoencoders trained in PyTorch, exported to ONNX and served with ONNX Runtime. Tensor endpoints take "
     "JSON (a missing Content-Type is read as JSON), `application/x-npy`, or raw little-endian float32 "
     "(`application/octet-stream` with `X-Tensor-Shape: rows,cols`); binary bodies take their other fields "
-    'from the query string. Answers follow Accept. Every error is `{"detail": "..."}`.'
+    'from the query string. Answers follow Accept. Every error is `{"detail": "..."}`. '
+    "When the server has API keys (AE_API_KEYS), send `Authorization: Bearer <key>`; the health probes, "
+    "the UI and these docs are open."
 )
 
 
@@ -74,6 +89,18 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
     for name, definition in defs.get("$defs", {}).items():
         components.setdefault(name, definition)
     schema["components"]["schemas"] = dict(sorted(components.items()))
+    schema["components"]["securitySchemes"] = {
+        SECURITY_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key from AE_API_KEYS or AE_API_KEYS_FILE; only needed when keys are set.",
+        }
+    }
+    for path, operations in schema.get("paths", {}).items():
+        if is_public_path(path):
+            continue
+        for operation in operations.values():
+            operation["security"] = [{SECURITY_SCHEME: []}]
     app.openapi_schema = schema
     return schema
 
@@ -82,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; models load when its lifespan starts."""
     settings = settings or Settings()
     metrics = ServiceMetrics()
+    keys = ApiKeys(settings)
+    gate = AdmissionGate(settings.max_concurrency, settings.max_queue, settings.queue_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -106,9 +135,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Long-lived objects out of the collector's sight: full collections were 28-39 ms and hit p99.
         gc.collect()
         gc.freeze()
+        if not keys.enabled:
+            logger.warning("no API keys configured (AE_API_KEYS, AE_API_KEYS_FILE): every endpoint is open")
+        reloader = Reloader(registry, keys, metrics)
+        # Signal handlers can only be set from the main thread (not so under TestClient).
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        if on_main_thread:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.on_sighup)
         try:
-            yield {"ae": AppState(settings, registry, metrics, plan)}
+            yield {"ae": AppState(settings, registry, metrics, plan), "reloader": reloader}
         finally:
+            if on_main_thread:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            if not await gate.drained(settings.drain_timeout_s):
+                logger.warning("shutting down with %d requests still in flight", gate.active)
             gc.unfreeze()
 
     app = FastAPI(
@@ -120,9 +160,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(v2_router)
+    app.include_router(admin_router)
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
+    # Added innermost first.
+    app.add_middleware(AdmissionMiddleware, gate=gate, settings=settings)
+    app.add_middleware(AuthMiddleware, keys=keys, public_metrics=settings.public_metrics)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "X-Tensor-Shape"],
+            expose_headers=["X-Tensor-Shape", "X-Model", "X-Model-Version", "Retry-After"],
+        )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if UI_DIR.is_dir():
         app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")

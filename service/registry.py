@@ -4,11 +4,18 @@ The loaded models live in an immutable `RegistrySnapshot`. Loading builds a comp
 swaps it in with one assignment, so a request always sees one consistent set of models and a reload (build a
 new snapshot, assign it) never exposes a half-loaded state. A version that fails to load is recorded with its
 reason in the snapshot and does not take the others down.
+
+`reload()` rescans the repository into a new snapshot: versions whose files did not change keep their
+loaded sessions, changed and new ones are loaded, removed ones dropped. A changed version whose new files
+fail to load keeps serving its previous load (reported as `kept`). Requests hold the model object they
+started with, so a request in flight finishes on the sessions it began on, whatever a reload swaps in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +25,7 @@ from service.errors import ModelNotFoundError, ModelUnavailableError
 from service.metadata import METADATA_FILE, ModelMetadata
 from service.runtime import ModelLoadError, OnnxModel
 
-__all__ = ["LoadFailure", "ModelRegistry", "RegistrySnapshot"]
+__all__ = ["LoadFailure", "ModelRegistry", "RegistrySnapshot", "ReloadReport"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +50,10 @@ class RegistrySnapshot:
     models_dir: Path
     models: Mapping[str, Mapping[int, OnnxModel]] = field(default_factory=dict)
     failures: tuple[LoadFailure, ...] = ()
+    fingerprints: Mapping[tuple[str, int], str] = field(default_factory=dict)
+    """(name, version) -> a fingerprint of the files each loaded version came from."""
+    stale: tuple[LoadFailure, ...] = ()
+    """Versions whose files changed and failed to load, still served from their previous load."""
 
     def names(self) -> list[str]:
         """Every model name seen, loaded or failed, sorted."""
@@ -88,6 +99,25 @@ class RegistrySnapshot:
         return lines
 
 
+@dataclass(frozen=True)
+class ReloadReport:
+    """What a reload changed, as `name/version` strings, and what failed."""
+
+    added: list[str]
+    updated: list[str]
+    removed: list[str]
+    unchanged: list[str]
+    kept: list[LoadFailure]
+    """Changed versions whose new files failed to load; their previous load keeps serving."""
+    failed: list[LoadFailure]
+    """Versions that failed to load and have nothing to fall back on."""
+    snapshot: RegistrySnapshot
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+
 class ModelRegistry:
     """Loads the model repository into snapshots and answers lookups from the current one."""
 
@@ -106,6 +136,7 @@ class ModelRegistry:
         self.inter_op_threads = inter_op_threads
         self.warm_up = warm_up
         self._snapshot = RegistrySnapshot(models_dir)
+        self._reload_lock = threading.Lock()
 
     @property
     def snapshot(self) -> RegistrySnapshot:
@@ -121,26 +152,94 @@ class ModelRegistry:
         self._snapshot = snapshot
         return snapshot
 
-    def build_snapshot(self) -> RegistrySnapshot:
-        """Scan and load the repository without touching the current snapshot."""
+    def reload(self) -> ReloadReport:
+        """Rescan the repository, reusing unchanged versions, and swap the new snapshot in (one at a time)."""
+        with self._reload_lock:
+            previous = self._snapshot
+            snapshot = self.build_snapshot(previous)
+            self._snapshot = snapshot
+        before = {(n, v) for n in previous.models for v in previous.models[n]}
+        after = {(n, v) for n in snapshot.models for v in snapshot.models[n]}
+        stale = {(f.name, f.version) for f in snapshot.stale}
+
+        def names(keys: set[tuple[str, int]]) -> list[str]:
+            return [f"{n}/{v}" for n, v in sorted(keys)]
+
+        updated = {
+            k
+            for k in before & after
+            if k not in stale and snapshot.models[k[0]][k[1]] is not previous.models[k[0]][k[1]]
+        }
+        report = ReloadReport(
+            added=names(after - before),
+            updated=names(updated),
+            removed=names(before - after),
+            unchanged=names((before & after) - updated - stale),
+            kept=list(snapshot.stale),
+            failed=list(snapshot.failures),
+            snapshot=snapshot,
+        )
+        logger.info(
+            "reloaded %s: added %s, updated %s, removed %s, kept after a failed load %s, failed %s",
+            self.models_dir,
+            report.added,
+            report.updated,
+            report.removed,
+            [f"{f.name}/{f.version}" for f in report.kept],
+            [f"{f.name}/{f.version}" for f in report.failed],
+        )
+        return report
+
+    def build_snapshot(self, previous: RegistrySnapshot | None = None) -> RegistrySnapshot:
+        """Scan and load the repository without touching the current snapshot.
+
+        With `previous`, versions whose files are unchanged reuse its loaded models, and a version whose new
+        files fail to load keeps its previous model (listed in `stale`).
+        """
         models: dict[str, dict[int, OnnxModel]] = {}
+        fingerprints: dict[tuple[str, int], str] = {}
         failures: list[LoadFailure] = []
+        stale: list[LoadFailure] = []
         for directory in self._version_dirs():
             name = directory.parent.name
             version = int(directory.name) if directory.name.isdigit() else None
+            fingerprint = _fingerprint(directory)
+            old = None
+            if previous is not None and version is not None:
+                old = previous.models.get(name, {}).get(version)
+                if old is not None and previous.fingerprints.get((name, version)) == fingerprint:
+                    models.setdefault(name, {})[version] = old
+                    fingerprints[(name, version)] = fingerprint
+                    continue
             try:
                 model = self.load_version(directory)
             except ModelLoadError as exc:
                 metadata = _try_metadata(directory)
+                failure = LoadFailure(name, version, directory, str(exc), metadata)
+                if old is not None and version is not None and previous is not None:
+                    logger.error(
+                        "model %s version %s: the new files failed to load, still serving the previous "
+                        "load: %s",
+                        name,
+                        version,
+                        exc,
+                    )
+                    models.setdefault(name, {})[version] = old
+                    fingerprints[(name, version)] = previous.fingerprints.get((name, version), "")
+                    stale.append(failure)
+                    continue
                 logger.error("model %s version %s failed to load: %s", name, directory.name, exc)
-                failures.append(LoadFailure(name, version, directory, str(exc), metadata))
+                failures.append(failure)
                 continue
             models.setdefault(name, {})[model.metadata.version] = model
+            fingerprints[(name, model.metadata.version)] = fingerprint
             logger.info(
                 "loaded model %s version %s on %s", name, model.metadata.version, model.providers["model"]
             )
         frozen = MappingProxyType({n: MappingProxyType(v) for n, v in models.items()})
-        return RegistrySnapshot(self.models_dir, frozen, tuple(failures))
+        return RegistrySnapshot(
+            self.models_dir, frozen, tuple(failures), MappingProxyType(fingerprints), tuple(stale)
+        )
 
     def load_version(self, directory: Path) -> OnnxModel:
         """Load and warm one `<name>/<version>` directory, checking it agrees with its path."""
@@ -173,6 +272,19 @@ class ModelRegistry:
                 if (version_dir / METADATA_FILE).is_file():
                     found.append(version_dir)
         return found
+
+
+def _fingerprint(directory: Path) -> str:
+    """Changes whenever a file of the version directory is replaced, rewritten, added or removed."""
+    digest = hashlib.sha256()
+    try:
+        for path in sorted(p for p in directory.iterdir() if p.is_file()):
+            st = path.stat()
+            digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0".encode())
+        digest.update((directory / METADATA_FILE).read_bytes())
+    except OSError as exc:  # a file vanished mid-scan: never equal to a real fingerprint, so it reloads
+        return f"unreadable: {exc}"
+    return digest.hexdigest()
 
 
 def _try_metadata(directory: Path) -> ModelMetadata | None:

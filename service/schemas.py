@@ -197,7 +197,9 @@ class ReconstructionErrorResponse(BaseModel):
 
 class SampleParams(_Params):
     n: int = Field(default=1, ge=1, description="How many samples; at most AE_MAX_BATCH_ROWS.")
-    seed: int | None = Field(default=None, description="Random seed; the same seed gives the same samples.")
+    seed: int | None = Field(
+        default=None, ge=0, description="Random seed (>= 0); the same seed gives the same samples."
+    )
 
 
 class SampleRequest(SampleParams):

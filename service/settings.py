@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["DEFAULT_MODELS_DIR", "PROVIDER_ALIASES", "Settings"]
@@ -53,6 +53,61 @@ class Settings(BaseSettings):
     warm_up: bool = True
     """Run each graph once at start-up, before /readyz reports ready."""
 
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """API keys, comma separated. When this or `api_keys_file` names any key, every endpoint except the
+    liveness and readiness probes, the UI page and the API docs needs `Authorization: Bearer <key>`
+    (401 without one, 403 with a wrong one). None: every endpoint is open."""
+
+    api_keys_file: Path | None = None
+    """A file of API keys, one per line (blank lines and `#` comments skipped), read at start-up and again
+    on every reload (POST /admin/reload or SIGHUP), so keys can be rotated without a restart."""
+
+    public_metrics: bool = False
+    """Serve /metrics without a key even when API keys are set (for a scraper inside a trusted network)."""
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Origins allowed to call the API from a browser, comma separated (`*` for any). Empty: CORS off."""
+
+    max_concurrency: int = Field(default=64, ge=1)
+    """Requests one worker process works on at once; more wait in a queue. Health, readiness and metrics
+    are not counted, so probes answer under overload."""
+
+    max_queue: int = Field(default=256, ge=0)
+    """Requests that may wait for a free slot; one more is answered 503 with Retry-After at once."""
+
+    queue_timeout_s: float = Field(default=5.0, gt=0)
+    """Longest wait for a free slot before a queued request is answered 503 with Retry-After."""
+
+    request_timeout_s: float | None = Field(default=30.0, gt=0)
+    """Longest time one admitted request may take (reading its body included) before it is answered 504;
+    unset: no limit. A model call already running on the event loop finishes first (it cannot be cut)."""
+
+    retry_after_s: int = Field(default=1, ge=0)
+    """The Retry-After value (seconds) sent with 503 overload answers."""
+
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+    """On SIGTERM: how long to wait for requests in flight to finish before closing them anyway."""
+
+    batching: bool = False
+    """Micro-batching: concurrent requests to the same model and operation coalesce into one ONNX Runtime
+    run (/encode, /decode, /denoise, /reconstruction-error). Off by default: see the performance section of
+    the README for when it pays."""
+
+    batch_max_rows: int = Field(default=256, ge=1)
+    """Most rows in one coalesced run; a request with at least this many rows runs on its own."""
+
+    batch_max_wait_ms: float = Field(default=0.0, ge=0)
+    """Added wait before a run, to collect more rows. 0 (recommended): no added wait; a run takes whatever
+    queued while the model was busy."""
+
+    batch_queue_rows: int = Field(default=4096, ge=1)
+    """Rows that may wait for a run per model and operation; a request that would exceed it is answered 503
+    with Retry-After at once."""
+
+    batch_timeout_s: float | None = Field(default=5.0, gt=0)
+    """Longest a request may wait in the batching queue before it is answered 503 with Retry-After instead
+    of being run; unset: no limit."""
+
     @field_validator("providers", mode="before")
     @classmethod
     def _split_providers(cls, value: object) -> object:
@@ -60,4 +115,11 @@ class Settings(BaseSettings):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if isinstance(value, list):
             return [PROVIDER_ALIASES.get(str(p).lower(), str(p)) for p in value] or None
+        return value
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
         return value

@@ -1,0 +1,129 @@
+"""Overload: a concurrency limit with a bounded queue, fast 503 + Retry-After beyond it, request timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from service.admission import AdmissionGate, OverloadedError
+from tests.conftest import FIXTURE_MODELS
+from tests.reliability.conftest import Server
+
+GOOD = {"model": "tiny", "inputs": [[1.0, 2.0, 3.0, 4.0]]}
+
+
+def open_slow_request(port: int, path: str = "/denoise") -> tuple[socket.socket, bytes]:
+    """Send the headers and part of the body of a good request; returns the socket and the rest."""
+    body = orjson.dumps(GOOD)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    sock.sendall(head + body[:10])
+    return sock, body[10:]
+
+
+def read_response(sock: socket.socket) -> tuple[int, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed without an answer: {data!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return int(head.split(b" ", 2)[1]), rest
+
+
+def test_admission_gate_is_fifo_bounded_and_times_out() -> None:
+    async def scenario() -> None:
+        gate = AdmissionGate(max_concurrency=1, max_queue=2, queue_timeout_s=0.2)
+        await gate.acquire()
+        order: list[int] = []
+
+        async def wait(i: int) -> None:
+            await gate.acquire()
+            order.append(i)
+
+        first, second = asyncio.create_task(wait(1)), asyncio.create_task(wait(2))
+        await asyncio.sleep(0)
+        assert gate.queued == 2
+        with pytest.raises(OverloadedError, match="AE_MAX_QUEUE=2"):
+            await gate.acquire()
+        gate.release()  # hands the slot to the first waiter
+        await first
+        assert order == [1] and gate.active == 1
+        with pytest.raises(OverloadedError, match="AE_QUEUE_TIMEOUT_S"):
+            await second
+        assert gate.queued == 0
+        gate.release()
+        assert gate.active == 0
+        assert await gate.drained(0.1)
+
+    asyncio.run(scenario())
+
+
+def test_admission_gate_drain_waits_for_in_flight() -> None:
+    async def scenario() -> None:
+        gate = AdmissionGate(max_concurrency=4, max_queue=0, queue_timeout_s=1)
+        await gate.acquire()
+        assert not await gate.drained(0.05)
+        asyncio.get_running_loop().call_later(0.05, gate.release)
+        assert await gate.drained(1)
+
+    asyncio.run(scenario())
+
+
+def test_overload_sheds_fast_with_retry_after_and_times_out(server_factory: Any, tmp_path: Path) -> None:
+    server: Server = server_factory(
+        FIXTURE_MODELS, max_concurrency="2", max_queue="1", queue_timeout_s="1", request_timeout_s="3"
+    )
+    holders = [open_slow_request(server.port) for _ in range(2)]
+    time.sleep(0.3)
+    queued, _ = open_slow_request(server.port)
+    time.sleep(0.2)
+
+    start = time.monotonic()
+    shed = httpx.post(f"{server.url}/denoise", json=GOOD)
+    assert time.monotonic() - start < 0.5
+    assert shed.status_code == 503
+    assert shed.headers["retry-after"] == "1"
+    assert "server overloaded" in shed.json()["detail"] and "AE_MAX_QUEUE=1" in shed.json()["detail"]
+    v2 = httpx.post(
+        f"{server.url}/v2/models/tiny/infer",
+        json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]},
+    )
+    assert v2.status_code == 503 and "server overloaded" in v2.json()["error"]
+    # Probes are never queued.
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+
+    status, body = read_response(queued)
+    assert status == 503
+    assert "no request slot became free within 1 s" in orjson.loads(body)["detail"]
+    for sock, _ in holders:
+        status, body = read_response(sock)
+        assert status == 504
+        assert "AE_REQUEST_TIMEOUT_S" in orjson.loads(body)["detail"]
+        sock.close()
+    queued.close()
+    ok = httpx.post(f"{server.url}/denoise", json=GOOD)
+    assert ok.status_code == 200
+    assert server.proc.poll() is None
