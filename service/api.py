@@ -3,15 +3,18 @@
 Tensor endpoints read the raw body themselves (no pydantic body parameter: that path is several times slower)
 and answer with orjson or binary bytes; their OpenAPI entries still document the typed request and answers.
 Models run directly on the event loop (they take microseconds; the threadpool costs more than it saves),
-except batches over AE_INLINE_MAX_ROWS rows, which go to a worker thread.
+except batches over AE_INLINE_MAX_ROWS rows, which go to a worker thread. With AE_BATCHING, concurrent
+requests to one model and operation coalesce into one run (service.batching). Routes that take only the
+request and answer a Response skip FastAPI's dependency solving (`TensorRoute`): per-request cost matters
+at batch 1, and they parse their own bodies anyway.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, get_type_hints
 
 import numpy as np
 import onnxruntime as ort
@@ -22,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service import __version__
+from service.batching import BatcherPool, BatchLimits, Rows
 from service.calibration import choose_threshold
 from service.codec import (
     JSON,
@@ -46,6 +50,7 @@ from service.errors import (
     NotReadyError,
     UnsupportedMediaTypeError,
 )
+from service.metadata import ScoreName
 from service.metrics import CONTENT_TYPE_LATEST, MODEL_SCOPE_KEY, ServiceMetrics
 from service.registry import LoadFailure, ModelRegistry
 from service.runtime import Float32Array, OnnxModel
@@ -76,7 +81,7 @@ from service.schemas import (
 from service.settings import Settings
 from service.threads import ThreadPlan
 
-__all__ = ["REQUEST_MODELS", "AppState", "router"]
+__all__ = ["REQUEST_MODELS", "AppState", "TensorRoute", "router"]
 
 P = TypeVar("P", bound=BaseModel)
 T = TypeVar("T")
@@ -90,13 +95,49 @@ class AppState:
     registry: ModelRegistry
     metrics: ServiceMetrics
     thread_plan: ThreadPlan
+    batchers: BatcherPool | None = field(init=False)
+    """Micro-batchers per model and operation when AE_BATCHING is on, else None."""
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        pool = None
+        if s.batching:
+            limits = BatchLimits(
+                max_rows=s.batch_max_rows,
+                max_wait_s=s.batch_max_wait_ms / 1000,
+                queue_rows=s.batch_queue_rows,
+                timeout_s=s.batch_timeout_s,
+                inline_max_rows=s.inline_max_rows,
+                retry_after_s=getattr(s, "retry_after_s", 1),
+            )
+            pool = BatcherPool(limits)
+        object.__setattr__(self, "batchers", pool)
 
 
 def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
-router = APIRouter(generate_unique_id_function=_operation_id)
+class TensorRoute(APIRoute):
+    """An APIRoute that calls an `endpoint(request) -> Response` directly, without dependency solving or
+    response validation (nothing to solve or validate there); other endpoints are handled as usual."""
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+        d = self.dependant
+        plain = (
+            d.request_param_name is not None
+            and not (d.path_params or d.query_params or d.header_params or d.cookie_params)
+            and not (d.body_params or d.dependencies)
+        )
+        returns = get_type_hints(self.endpoint).get("return")
+        if not (plain and isinstance(returns, type) and issubclass(returns, Response)):
+            return handler
+        endpoint: Callable[[Request], Any] = self.endpoint
+        return endpoint
+
+
+router = APIRouter(generate_unique_id_function=_operation_id, route_class=TensorRoute)
 
 # Request models the OpenAPI schema shows without any route taking them as a pydantic body.
 REQUEST_MODELS: list[type[BaseModel]] = [
@@ -183,7 +224,7 @@ def _binary_answer(what: str) -> dict[int | str, dict[str, Any]]:
 
 
 def _state(request: Request) -> AppState:
-    state: AppState = request.state.ae
+    state: AppState = request.scope["state"]["ae"]
     return state
 
 
@@ -246,15 +287,53 @@ async def _parse(
 async def _run(call: _Call, endpoint: str, fn: Callable[..., T], *args: Any) -> T:
     """Run a model call inline, or on a worker thread for a big batch; record its time and rows."""
     rows = int(call.x.shape[0])
-    name = call.model.metadata.name
     start = time.perf_counter()
     if rows <= call.state.settings.inline_max_rows:
         result = fn(*args)
     else:
         result = await run_in_threadpool(fn, *args)
-    call.state.metrics.inference.labels(endpoint, name).observe(time.perf_counter() - start)
-    call.state.metrics.batch_rows.labels(endpoint, name).observe(rows)
+    call.state.metrics.observe_model_call(
+        endpoint, call.model.metadata.name, rows, time.perf_counter() - start
+    )
     return result
+
+
+async def _run_rows(
+    call: _Call, endpoint: str, operation: str, fn: Callable[[OnnxModel, Float32Array], Rows]
+) -> Rows:
+    """Run a row-wise model call: through the micro-batcher when batching is on, else as `_run` does.
+
+    `operation` names what `fn` computes, so that only calls with the same meaning share a run."""
+    pool = call.state.batchers
+    if pool is None:
+        return await _run(call, endpoint, fn, call.model, call.x)
+    metrics, name = call.state.metrics, call.model.metadata.name
+
+    def observe(rows: int, seconds: float) -> None:
+        metrics.observe_model_call(endpoint, name, rows, seconds)
+
+    return await pool.get(call.model, operation, fn, observe).submit(call.x)
+
+
+def _encode_rows(model: OnnxModel, x: Float32Array) -> Rows:
+    encoded = model.encode(x)
+    return encoded.latent, encoded.log_var
+
+
+def _decode_rows(model: OnnxModel, z: Float32Array) -> Rows:
+    return (model.decode(z),)
+
+
+def _denoise_rows(model: OnnxModel, x: Float32Array) -> Rows:
+    return (model.denoise(x),)
+
+
+def _score_rows(score: ScoreName, per_feature: bool) -> Callable[[OnnxModel, Float32Array], Rows]:
+    def run(model: OnnxModel, x: Float32Array) -> Rows:
+        scored = model.score(x, score, per_feature)
+        return scored.errors, scored.feature_errors
+
+    return run
 
 
 def _answer(call: _Call, payload: dict[str, Any], tensor: np.ndarray[Any, Any], **headers: str) -> Response:
@@ -287,12 +366,13 @@ _TENSOR_ERRORS = _errors(400, 404, 406, 413, 415, 422, 503)
 async def encode(request: Request) -> Response:
     """Encode feature vectors into latents (for a vae: the mean, plus log_var)."""
     call = await _parse(request, EncodeParams, "inputs", _input_dim)
-    encoded = await _run(call, "encode", call.model.encode, call.x)
+    latent, log_var = await _run_rows(call, "encode", "encode", _encode_rows)
+    assert latent is not None
     meta = call.model.metadata
-    payload: dict[str, Any] = {"model": meta.name, "version": meta.version, "latents": encoded.latent}
-    if encoded.log_var is not None:
-        payload["log_var"] = encoded.log_var
-    return _answer(call, payload, encoded.latent)
+    payload: dict[str, Any] = {"model": meta.name, "version": meta.version, "latents": latent}
+    if log_var is not None:
+        payload["log_var"] = log_var
+    return _answer(call, payload, latent)
 
 
 @router.post(
@@ -305,7 +385,8 @@ async def encode(request: Request) -> Response:
 async def decode(request: Request) -> Response:
     """Decode latents into feature vectors (raw units)."""
     call = await _parse(request, DecodeParams, "latents", _latent_dim)
-    outputs = await _run(call, "decode", call.model.decode, call.x)
+    (outputs,) = await _run_rows(call, "decode", "decode", _decode_rows)
+    assert outputs is not None
     meta = call.model.metadata
     return _answer(call, {"model": meta.name, "version": meta.version, "outputs": outputs}, outputs)
 
@@ -320,7 +401,8 @@ async def decode(request: Request) -> Response:
 async def denoise(request: Request) -> Response:
     """Reconstruct feature vectors (denoising model: the clean estimate; vae: the decoded mean)."""
     call = await _parse(request, DenoiseParams, "inputs", _input_dim)
-    outputs = await _run(call, "denoise", call.model.denoise, call.x)
+    (outputs,) = await _run_rows(call, "denoise", "denoise", _denoise_rows)
+    assert outputs is not None
     meta = call.model.metadata
     return _answer(call, {"model": meta.name, "version": meta.version, "outputs": outputs}, outputs)
 
@@ -346,30 +428,32 @@ async def reconstruction_error(request: Request) -> Response:
             f"model {meta.name} version {meta.version} has no score {score!r}; expected one of {meta.scores}"
         )
     choice = choose_threshold(meta, score, params.threshold, params.false_alarm_rate)
-    scored = await _run(call, "reconstruction_error", call.model.score, call.x, score, params.per_feature)
-    if choice.threshold is None:
-        anomalies = np.zeros(scored.errors.shape, dtype=bool)  # (batch,)
-    else:
-        anomalies = scored.errors > choice.threshold  # (batch,)
+    operation = f"score:{score}:{params.per_feature}"
+    errors, feature_errors = await _run_rows(
+        call, "reconstruction_error", operation, _score_rows(score, params.per_feature)
+    )
+    assert errors is not None
+    no_threshold = choice.threshold is None
+    anomalies = np.zeros(errors.shape, dtype=bool) if no_threshold else errors > choice.threshold  # (batch,)
     payload: dict[str, Any] = {
         "model": meta.name,
         "version": meta.version,
         "score": score,
-        "errors": scored.errors,
+        "errors": errors,
         "threshold": choice.threshold,
         "threshold_source": choice.source,
         "false_alarm_rate": choice.false_alarm_rate,
         "anomalies": anomalies,
     }
-    if scored.feature_errors is not None:
-        payload["feature_errors"] = scored.feature_errors
+    if feature_errors is not None:
+        payload["feature_errors"] = feature_errors
     headers: dict[str, str] = {"X-Score": score}
     if choice.threshold is not None:
         headers["X-Threshold"] = repr(choice.threshold)
         headers["X-Threshold-Source"] = str(choice.source)
     if choice.false_alarm_rate is not None:
         headers["X-False-Alarm-Rate"] = repr(choice.false_alarm_rate)
-    return _answer(call, payload, scored.errors, **headers)
+    return _answer(call, payload, errors, **headers)
 
 
 @router.post(

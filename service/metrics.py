@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -65,6 +66,35 @@ class ServiceMetrics:
             multiprocess_mode="max",
         )
 
+        # labels() takes a lock and builds a key on every call; the label sets are few, so keep the children.
+        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._latency_children: dict[str, Any] = {}
+        self._call_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def observe_request(self, endpoint: str, model: str, status: int, seconds: float) -> None:
+        """Count one answered request and record its latency."""
+        key = (endpoint, model, str(status))
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(*key)
+        counter.inc()
+        latency = self._latency_children.get(endpoint)
+        if latency is None:
+            latency = self._latency_children[endpoint] = self.latency.labels(endpoint)
+        latency.observe(seconds)
+
+    def observe_model_call(self, endpoint: str, model: str, rows: int, seconds: float) -> None:
+        """Record one model run: its ONNX Runtime time and its rows."""
+        key = (endpoint, model)
+        children = self._call_children.get(key)
+        if children is None:
+            children = self._call_children[key] = (
+                self.inference.labels(endpoint, model),
+                self.batch_rows.labels(endpoint, model),
+            )
+        children[0].observe(seconds)
+        children[1].observe(rows)
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -101,5 +131,4 @@ class MetricsMiddleware:
             # Route templates, not raw paths, keep the label set bounded.
             endpoint = getattr(route, "path", None) or "unmatched"
             model = scope.get(MODEL_SCOPE_KEY, "")
-            self.metrics.requests.labels(endpoint, model, str(status)).inc()
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+            self.metrics.observe_request(endpoint, model, status, time.perf_counter() - start)
