@@ -1,10 +1,13 @@
-"""Request-time calibration: turning a false-alarm rate into a threshold through the recorded quantiles.
+"""Request-time calibration: turning a false-alarm rate into a threshold through the recorded calibration.
 
-Training records, per score, the held-out normal scores' quantiles q(p) at a grid of levels p (at least 0.5,
-0.9, 0.95, 0.99, 0.999). A false-alarm rate r asks for the threshold t that a fraction r of normal samples
-exceed, i.e. t = q(1 - r). Between two recorded levels p_i <= 1 - r <= p_{i+1} the quantile function is taken
-as linear: t = q(p_i) + (q(p_{i+1}) - q(p_i)) * ((1 - r) - p_i) / (p_{i+1} - p_i). Outside the recorded grid
-there is nothing to interpolate from (extrapolating a tail is guesswork), so such rates are refused.
+Training records, per score, thresholds t(p) at a grid of levels p (`calibrated_quantiles`): an upper
+confidence bound on the p quantile of normal scores, so that at most a fraction 1 - p of new normal rows score
+above t(p) (see `training.calibration`). Metadata written before calibrated thresholds has only the held-out
+scores' empirical quantiles q(p) (`quantiles`), and those serve as t(p) there. A false-alarm rate r asks for
+t(1 - r); the default threshold is read from the same grid at the training rate. Between two recorded levels
+p_i <= 1 - r <= p_{i+1} t is taken as linear: t = t(p_i) + (t(p_{i+1}) - t(p_i)) * ((1 - r) - p_i) /
+(p_{i+1} - p_i). Outside the recorded grid there is nothing to interpolate from (extrapolating a tail is
+guesswork), so such rates are refused.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ class ThresholdChoice:
 
 
 def _grid(calibration: ScoreCalibration) -> tuple[np.ndarray, np.ndarray]:
-    """(levels ascending, quantile values), the values made non-decreasing against rounding noise."""
-    pairs = sorted((float(level), value) for level, value in calibration.quantiles.items())
+    """(levels ascending, thresholds), the calibrated grid where recorded, made non-decreasing against
+    rounding noise."""
+    grid = calibration.calibrated_quantiles or calibration.quantiles
+    pairs = sorted((float(level), value) for level, value in grid.items())
     levels = np.array([p for p, _ in pairs])
     values = np.maximum.accumulate(np.array([v for _, v in pairs]))
     return levels, values

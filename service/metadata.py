@@ -97,12 +97,23 @@ class ScoreCalibration(_Strict):
     mean: float
     std: float
     quantiles: dict[str, float]
-    """Quantile level (as a decimal string, e.g. "0.99") -> score at that level. Includes at least
-    0.5, 0.9, 0.95, 0.99, 0.999, and a dense grid so that false-alarm rates map by interpolation."""
+    """Empirical quantiles of the held-out scores (descriptive): level as a decimal string (e.g. "0.99")
+    -> score at that level. Includes at least 0.5, 0.9, 0.95, 0.99, 0.999, min ("0.0") and max ("1.0").
+    False-alarm rates map through `calibrated_quantiles` when it is present, else through these."""
     false_alarm_rate: float = Field(gt=0, lt=1)
     """Target false-alarm rate the default threshold was set for."""
     threshold: float
-    """Default threshold: the (1 - false_alarm_rate) quantile of the held-out scores."""
+    """Default threshold: `calibrated_quantiles` at level 1 - false_alarm_rate (in metadata written
+    without that field, the empirical (1 - false_alarm_rate) quantile of the held-out scores)."""
+    calibrated_quantiles: dict[str, float] | None = None
+    """Level p (decimal string) -> the threshold for false-alarm rate 1 - p: an upper `confidence` bound
+    on the p quantile of normal scores, so that a threshold read here keeps its rate on new normal data
+    even when few rows were held out. Non-decreasing in p; covers 0.01 to 0.999 and 1 - false_alarm_rate.
+    Absent in metadata written before calibrated thresholds."""
+    confidence: float | None = Field(default=None, gt=0, lt=1)
+    """Probability that the realised false-alarm rate of a `calibrated_quantiles` threshold is at most
+    its target (given exchangeable normal data): the order-statistic bound where the held-out rows are
+    enough, else a log-normal tolerance bound."""
 
 
 class DataSummary(_Strict):

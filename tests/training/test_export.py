@@ -69,6 +69,7 @@ def test_train_version_writes_metadata_that_round_trips(trained: Path) -> None:
 def test_train_version_calibrates_on_validation_scores(
     trained: Path, digits: npt.NDArray[np.float32]
 ) -> None:
+    from training.calibration import calibrate
     from training.data import split_rows
 
     metadata = ModelMetadata.read(trained)
@@ -77,7 +78,11 @@ def test_train_version_calibrates_on_validation_scores(
     for name in metadata.scores:
         calibration = metadata.calibration[name]
         assert calibration.n == len(split.validation)
-        assert calibration.threshold == pytest.approx(float(np.quantile(scores.scores[name], 0.95)), rel=1e-5)
+        empirical = float(np.quantile(scores.scores[name], 0.95))
+        assert calibration.quantiles["0.95"] == pytest.approx(empirical, rel=1e-5)
+        recalibrated = calibrate(scores.scores[name], 0.05).threshold
+        assert calibration.threshold == pytest.approx(recalibrated, rel=1e-5)
+        assert calibration.threshold >= calibration.quantiles["0.95"]
     # `error` is the mean of the per-feature errors (normalised space).
     np.testing.assert_allclose(scores.feature_errors.mean(axis=1), scores.scores["mse"], rtol=1e-5)
     offset, scale = np.array(metadata.normalisation.offset), np.array(metadata.normalisation.scale)
