@@ -129,8 +129,8 @@ class ReconstructionErrorParams(_Params):
         default=None,
         gt=0,
         lt=1,
-        description="Target false-alarm rate on normal data; mapped to a threshold through the model's "
-        "calibration quantiles. Mutually exclusive with threshold.",
+        description="Target false-alarm rate on normal data; mapped to the model's calibrated threshold "
+        "for that rate (an upper confidence bound set at training). Mutually exclusive with threshold.",
     )
     score: ScoreName | None = Field(
         default=None, description="`mse` or `neg_elbo` (where the model lists it); default the model's."

@@ -17,6 +17,7 @@ from training.artifact import TrainedVersion, train_version
 from training.config import TrainConfig
 from training.data import BUILTIN_DATASETS, DataError, load_data
 from training.evaluate import add_evaluate_command, run_evaluate
+from training.quantize import quantise_version
 from training.variants import VARIANTS, HyperParameter
 
 __all__ = ["main"]
@@ -80,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, type=Path, help="model repository directory")
     train.add_argument(
         "--test-every", type=int, default=5, help="hold out rows whose index %% K == 0 (0: none)"
+    )
+    train.add_argument(
+        "--quantize",
+        action="store_true",
+        help="try int8 dynamic quantisation after export; kept only if measured faster here and the "
+        "reconstruction error drifts by at most 1%%",
     )
     _common_options(train, defaults)
     for p in _variant_options().values():
@@ -199,6 +206,9 @@ def run(argv: Sequence[str] | None = None) -> None:
     dataset = load_data(args.data)
     trained = train_version(config, dataset, args.out, args.name, args.test_every, not args.quiet)
     _report(trained)
+    if args.quantize:
+        report = quantise_version(trained.directory, rows=dataset.x, apply=True)
+        print(f"  int8: {'kept' if report.kept else 'not kept'}: {report.reason}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

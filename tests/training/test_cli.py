@@ -10,6 +10,7 @@ import pytest
 
 from service.metadata import ModelMetadata
 from training.cli import main
+from training.export import sha256
 
 TINY = ["--epochs", "2", "--latent-dim", "2", "--hidden", "8", "--quiet"]
 
@@ -92,3 +93,16 @@ def test_cli_process_never_prints_a_traceback(tmp_path: Path) -> None:
     result = _train(tmp_path / "missing.csv", tmp_path)
     assert result.returncode != 0
     assert result.stderr.strip() == f"error: data file not found: {tmp_path / 'missing.csv'}"
+
+
+def test_cli_quantize_keeps_a_loadable_version(tmp_path: Path, digits: npt.NDArray[np.float32]) -> None:
+    np.save(tmp_path / "rows.npy", digits[:60])
+    done = _train(tmp_path / "rows.npy", tmp_path / "models", "--quantize")
+    assert done.returncode == 0, done.stderr
+    assert "int8: kept" in done.stdout or "int8: not kept" in done.stdout, done.stdout
+    directory = tmp_path / "models" / "mine" / "1"
+    metadata = ModelMetadata.read(directory)
+    # Whatever the verdict, the files on disk match the metadata the service will check them against.
+    for graph in metadata.graphs.values():
+        assert sha256(directory / graph.path) == graph.sha256
+    assert ("int8_quantised" in metadata.metrics) == ("int8: kept" in done.stdout)
