@@ -38,6 +38,7 @@ from service.codec import (
     dump_json,
     encode_tensor,
     parse_json_object,
+    query_fields,
     read_body,
     request_format,
     response_format,
@@ -274,7 +275,7 @@ async def _parse(
         rows = obj.pop(field, None)
         params = _validate(params_cls, obj, strict=True)
     else:
-        params = _validate(params_cls, dict(request.query_params), strict=False)
+        params = _validate(params_cls, query_fields(request.scope), strict=False)
     model = state.registry.get(params.model, params.version)  # type: ignore[attr-defined]
     request.scope[MODEL_SCOPE_KEY] = model.metadata.name
     if fmt == "json":

@@ -1,4 +1,4 @@
-"""Optional API keys: `Authorization: Bearer <key>`, checked by a plain ASGI middleware before any route runs.
+"""Optional API keys: `Authorization: Bearer <key>`, checked before any route runs (by `FrontMiddleware`).
 
 Keys come from AE_API_KEYS and AE_API_KEYS_FILE (re-read on every reload, so keys rotate without a restart).
 With no key configured every endpoint is open. With keys, every path needs one except the public ones: the
@@ -14,11 +14,11 @@ import logging
 from pathlib import Path
 
 import orjson
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from service.settings import Settings
 
-__all__ = ["SECURITY_SCHEME", "ApiKeys", "AuthMiddleware", "is_public_path"]
+__all__ = ["SECURITY_SCHEME", "ApiKeys", "check_key", "is_public_path", "refuse"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,11 @@ class ApiKeys:
     def enabled(self) -> bool:
         return bool(self._keys)
 
+    @property
+    def possible(self) -> bool:
+        """Whether keys can ever be required: some are fixed, or a keys file (re-read on reload) is set."""
+        return bool(self._fixed) or self._file is not None
+
     def check(self, candidate: bytes) -> bool:
         """Whether `candidate` is a configured key; compares against all of them so timing says nothing."""
         found = False
@@ -95,34 +100,20 @@ def _bearer_token(scope: Scope) -> bytes | None:
     return None
 
 
-class AuthMiddleware:
-    """Answers 401/403 for requests to protected paths without a valid key (only when keys are configured)."""
-
-    def __init__(self, app: ASGIApp, keys: ApiKeys, public_metrics: bool = False) -> None:
-        self.app = app
-        self.keys = keys
-        self.public_metrics = public_metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or not self.keys.enabled
-            or is_public_path(scope["path"], self.public_metrics)
-        ):
-            await self.app(scope, receive, send)
-            return
-        token = _bearer_token(scope)
-        if token is None:
-            await _refuse(scope, send, 401, "missing API key; send the header 'Authorization: Bearer <key>'")
-        elif not token:
-            await _refuse(scope, send, 401, "the Authorization header is not 'Bearer <key>'")
-        elif not self.keys.check(token):
-            await _refuse(scope, send, 403, "the API key is not valid")
-        else:
-            await self.app(scope, receive, send)
+def check_key(scope: Scope, keys: ApiKeys) -> tuple[int, str] | None:
+    """Why a request to a protected path is refused (status, message), or None when its key is valid."""
+    token = _bearer_token(scope)
+    if token is None:
+        return 401, "missing API key; send the header 'Authorization: Bearer <key>'"
+    if not token:
+        return 401, "the Authorization header is not 'Bearer <key>'"
+    if not keys.check(token):
+        return 403, "the API key is not valid"
+    return None
 
 
-async def _refuse(scope: Scope, send: Send, status: int, message: str) -> None:
+async def refuse(scope: Scope, send: Send, status: int, message: str) -> None:
+    """Answer a refused request: 401 (with WWW-Authenticate) or 403."""
     # v2 clients expect the protocol's error shape; everything else gets the service's one.
     key = "error" if scope["path"].startswith("/v2/") or scope["path"] == "/v2" else "detail"
     body = orjson.dumps({key: message})

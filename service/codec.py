@@ -15,12 +15,15 @@ orjson, ``application/x-npy``, or ``application/octet-stream`` with the shape in
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Mapping
+from itertools import chain
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 import numpy as np
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from service.errors import (
     BadRequestError,
@@ -41,6 +44,7 @@ __all__ = [
     "dump_json",
     "encode_tensor",
     "parse_json_object",
+    "query_fields",
     "read_body",
     "request_format",
     "response_format",
@@ -102,16 +106,35 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
             raise PayloadTooLargeError(
                 f"request body of {size} bytes is over the limit of {max_bytes} bytes (AE_MAX_BODY_BYTES)"
             )
+    # Straight from the ASGI messages: a body in one message (the common case) is returned as it came,
+    # without an async generator or a join.
+    receive = request.receive
     chunks: list[bytes] = []
     received = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        if message["type"] != "http.request":
+            continue
+        chunk: bytes = message.get("body", b"")
         received += len(chunk)
         if received > max_bytes:
             raise PayloadTooLargeError(
                 f"request body is over the limit of {max_bytes} bytes (AE_MAX_BODY_BYTES)"
             )
+        if not message.get("more_body", False):
+            if not chunks:
+                return chunk
+            chunks.append(chunk)
+            return b"".join(chunks)
         chunks.append(chunk)
-    return b"".join(chunks)
+
+
+def query_fields(scope: Mapping[str, Any]) -> dict[str, str]:
+    """The query string as a dict (the last value of a repeated name), as `dict(request.query_params)`
+    gives, without building the multi-dict."""
+    return dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -172,16 +195,48 @@ def _stray_bools(body: bytes, obj: Mapping[str, Any], field: str) -> bool:
     return tokens > top_level
 
 
+def _count_at_most(data: bytes, char: bytes, limit: int) -> int:
+    """Occurrences of the byte `char` in `data`, counting no further than `limit + 1`.
+
+    `find` runs at memchr speed; `bytes.count` compares every byte (465 µs on a 64 x 784 body, measured,
+    against 17 µs for the three finds)."""
+    found = 0
+    at = data.find(char)
+    while at >= 0 and found <= limit:
+        found += 1
+        at = data.find(char, at + 1)
+    return found
+
+
 def _numbers_only(body: bytes, obj: Mapping[str, Any], field: str) -> bool:
     """Whether the tensor field's JSON text can hold nothing but numbers (no true, false, null or strings).
 
     Each of those brings a `u` (true, null), an `a` (false) or a `"` (strings) that the rest of the body
     (`obj` re-serialised) does not account for. A client's own escapes can only add such characters (every \\u
-    escape has a `u`), so a surplus is never missed; a false alarm only costs the careful path. Single-byte
-    counts run at memory speed, several times faster than searching for "true".
+    escape has a `u`), so a surplus is never missed; a false alarm only costs the careful path.
     """
     rest = orjson.dumps({**obj, field: 0})
-    return all(body.count(c) <= rest.count(c) for c in (b"u", b"a", b'"'))
+    for char in (b"u", b"a", b'"'):
+        allowed = rest.count(char)
+        if _count_at_most(body, char, allowed) > allowed:
+            return False
+    return True
+
+
+def _number_rows(rows: list[Any], width: int) -> Float32Array | None:
+    """Rows whose text holds only numbers -> (batch, width) float32, converted in one pass; None when they
+    are not `width`-long lists of finite float32 values (the careful path then says what is wrong)."""
+    if not all(type(row) is list for row in rows) or set(map(len, rows)) != {width}:
+        return None
+    try:
+        with np.errstate(over="ignore"):
+            flat = np.fromiter(chain.from_iterable(rows), dtype=np.float32, count=len(rows) * width)
+    except (ValueError, TypeError, OverflowError):
+        return None  # nested lists, or integers beyond the float range
+    # The text holds no NaN or Infinity (orjson refuses them), so a non-finite value overflowed float32.
+    if not np.isfinite(flat).all():
+        return None
+    return flat.reshape(len(rows), width)  # (batch, width)
 
 
 def rows_to_array(
@@ -190,19 +245,17 @@ def rows_to_array(
     """JSON rows -> (batch, width) float32, with 413/422 errors saying what was wrong.
 
     `obj` is the rest of the parsed body (without `field`) and `body` its text: when given and the text shows
-    only numbers in the tensor, numpy converts with a fixed dtype (no per-element type discovery)."""
+    only numbers in the tensor, the rows are checked for shape with `len` alone and numpy converts them
+    straight to float32 (no per-element type discovery, no float64 copy)."""
     if rows is None:
         raise InvalidInputError(f"missing field {field!r}; expected a list of rows of {width} numbers")
     if not isinstance(rows, list):
         raise InvalidInputError(f"{field} is {_describe(rows)}; expected a list of rows of {width} numbers")
     check_rows(len(rows), field, max_rows)
     if obj is not None and _numbers_only(body, obj, field):
-        try:
-            fast = np.array(rows, dtype=np.float64)  # (batch, width)
-        except (ValueError, TypeError, OverflowError):
-            fast = None  # ragged, nested or huge: the careful path says which
-        if fast is not None and fast.ndim == 2:
-            return _finish(fast, field, width)
+        fast = _number_rows(rows, width)
+        if fast is not None:
+            return fast
     try:
         arr = np.array(rows)
     except (ValueError, TypeError, OverflowError):
@@ -234,8 +287,11 @@ def check_rows(rows: int, field: str, max_rows: int) -> None:
 def _finish(arr: np.ndarray[Any, Any], field: str, width: int) -> Float32Array:
     if arr.shape[1] != width:
         raise InvalidInputError(f"each row of {field} must have {width} values, got {arr.shape[1]}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        x = np.ascontiguousarray(arr, dtype=np.float32)  # (batch, width)
+    if arr.dtype == np.float32 and arr.flags.c_contiguous:
+        x = arr  # raw float32 bodies: nothing to convert (np.errstate alone costs microseconds)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = np.ascontiguousarray(arr, dtype=np.float32)  # (batch, width)
     # One pass on the float32 array catches NaN and infinity and values that overflowed float32 alike.
     if not np.isfinite(x).all():
         i, j = np.argwhere(~np.isfinite(x))[0]
@@ -276,7 +332,7 @@ def decode_tensor(
             ) from None
         if any(d < 0 for d in shape):
             raise BadRequestError(f"{SHAPE_HEADER} {shape_header!r} has a negative dimension")
-        expected = 4 * int(np.prod(shape))
+        expected = 4 * math.prod(shape)
         if len(body) != expected:
             raise BadRequestError(
                 f"the body has {len(body)} bytes but {SHAPE_HEADER} {shape_header} needs {expected} "

@@ -3,8 +3,9 @@
 The lifespan loads the model repository (checked, warmed) and hands it to requests through lifespan state
 (`request.state.ae`), never through module globals. Use with `uvicorn --factory service.main:create_app`.
 
-Middleware, outermost first: metrics (counts every answer, refusals included), CORS (when configured, so
-preflights need no key), API keys, admission (concurrency limit, bounded queue, request timeout). In the
+One plain ASGI middleware (`FrontMiddleware`) does, in order: metrics (counts every answer, refusals
+included), CORS (when configured, so preflights need no key), API keys (when any can be configured),
+admission (concurrency limit, bounded queue, request timeout). In the
 lifespan, SIGHUP reloads the models; at shutdown it waits for requests in flight to drain.
 """
 
@@ -18,10 +19,11 @@ import signal
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
@@ -33,11 +35,11 @@ from starlette.staticfiles import StaticFiles
 from service import __version__
 from service.admin import Reloader
 from service.admin import router as admin_router
-from service.admission import AdmissionGate, AdmissionMiddleware
+from service.admission import AdmissionGate, FrontMiddleware
 from service.api import REQUEST_MODELS, AppState, router
-from service.auth import SECURITY_SCHEME, ApiKeys, AuthMiddleware, is_public_path
+from service.auth import SECURITY_SCHEME, ApiKeys, is_public_path
 from service.errors import ServiceError, error_response, service_error_handler, unexpected_error_handler
-from service.metrics import MetricsMiddleware, ServiceMetrics
+from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
 from service.settings import Settings
 from service.threads import plan_threads
@@ -105,6 +107,17 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+def _add_routes(app: FastAPI, *routers: APIRouter) -> None:
+    """The routers' routes, in their order, first on the app's own router.
+
+    `include_router` keeps each router as one entry that is matched twice per request (to choose it, then
+    inside it), which cost 18 µs of the 150 µs a batch-1 answer took in all. The routers' own prefix and
+    tags are already in their routes and nothing is added at inclusion, so the routes go in as they are
+    (same paths, operation ids and OpenAPI entries; the tests compare the schema). They go ahead of
+    FastAPI's docs routes, which share no path with them, so the tensor routes are matched soonest."""
+    app.router.routes[0:0] = [route for router in routers for route in router.routes]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; models load when its lifespan starts."""
     settings = settings or Settings()
@@ -158,24 +171,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=_TAGS,
         lifespan=lifespan,
     )
-    app.include_router(router)
-    app.include_router(v2_router)
-    app.include_router(admin_router)
+    _add_routes(app, router, v2_router, admin_router)
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
-    # Added innermost first.
-    app.add_middleware(AdmissionMiddleware, gate=gate, settings=settings)
-    app.add_middleware(AuthMiddleware, keys=keys, public_metrics=settings.public_metrics)
+    cors = None
     if settings.cors_origins:
-        app.add_middleware(
+        cors = partial(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Accept", "X-Tensor-Shape"],
             expose_headers=["X-Tensor-Shape", "X-Model", "X-Model-Version", "Retry-After"],
         )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(
+        FrontMiddleware,
+        metrics=metrics,
+        gate=gate,
+        settings=settings,
+        # Without fixed keys or a keys file no reload can add one: skip the check entirely.
+        keys=keys if keys.possible else None,
+        cors=cors,
+    )
     if UI_DIR.is_dir():
         app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
 

@@ -8,14 +8,12 @@ prometheus_client's multiprocess collector.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CONTENT_TYPE_LATEST", "MetricsMiddleware", "ServiceMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "MODEL_SCOPE_KEY", "ServiceMetrics"]
 
 MODEL_SCOPE_KEY = "ae.model"
 """Routes put the model name under this scope key so the middleware can label the request with it."""
@@ -67,21 +65,20 @@ class ServiceMetrics:
         )
 
         # labels() takes a lock and builds a key on every call; the label sets are few, so keep the children.
-        self._request_children: dict[tuple[str, str, str], Any] = {}
-        self._latency_children: dict[str, Any] = {}
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._call_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def observe_request(self, endpoint: str, model: str, status: int, seconds: float) -> None:
         """Count one answered request and record its latency."""
-        key = (endpoint, model, str(status))
-        counter = self._request_children.get(key)
-        if counter is None:
-            counter = self._request_children[key] = self.requests.labels(*key)
-        counter.inc()
-        latency = self._latency_children.get(endpoint)
-        if latency is None:
-            latency = self._latency_children[endpoint] = self.latency.labels(endpoint)
-        latency.observe(seconds)
+        key = (endpoint, model, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(endpoint, model, str(status)),
+                self.latency.labels(endpoint),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_model_call(self, endpoint: str, model: str, rows: int, seconds: float) -> None:
         """Record one model run: its ONNX Runtime time and its rows."""
@@ -102,33 +99,3 @@ class ServiceMetrics:
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return bytes(generate_latest(registry))
         return bytes(generate_latest(self.registry))
-
-
-class MetricsMiddleware:
-    """Plain ASGI middleware counting and timing requests (`@app.middleware("http")` costs far more)."""
-
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            # Route templates, not raw paths, keep the label set bounded.
-            endpoint = getattr(route, "path", None) or "unmatched"
-            model = scope.get(MODEL_SCOPE_KEY, "")
-            self.metrics.observe_request(endpoint, model, status, time.perf_counter() - start)
