@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
@@ -13,17 +14,24 @@ from typing import cast
 
 import torch
 
-from service.metadata import DataSummary, ModelMetadata, Normalisation, ScoreCalibration, ScoreName
+from service.metadata import (
+    DataSummary,
+    GraphFile,
+    ModelMetadata,
+    Normalisation,
+    ScoreCalibration,
+    ScoreName,
+)
 from training.calibration import calibrate
 from training.config import TrainConfig
-from training.data import Dataset, Normaliser, split_rows
+from training.data import Array, Dataset, Normaliser, split_rows
 from training.export import OPSET, export_graphs, score_output
 from training.figures import save_loss_curves, save_reconstructions, save_samples
 from training.metrics import held_out_metrics
 from training.scoring import run_graph
 from training.train import TrainResult, train_model
 
-__all__ = ["TrainedVersion", "next_version", "train_version"]
+__all__ = ["TrainedVersion", "calibrate_graph", "next_version", "recalibrate_version", "train_version"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,30 @@ def next_version(model_dir: Path) -> int:
 def _libraries() -> dict[str, str]:
     names = ["torch", "onnx", "onnxruntime", "numpy", "scikit-learn"]
     return {"python": platform.python_version()} | {n: package_version(n) for n in names}
+
+
+def calibrate_graph(
+    directory: Path, graph: GraphFile, scores: Sequence[ScoreName], x_val: Array, false_alarm_rate: float
+) -> dict[ScoreName, ScoreCalibration]:
+    """Each score's calibration from the validation rows, scored by the exported fused graph itself."""
+    outputs = run_graph(directory, graph, x_val)
+    return {score: calibrate(outputs[score_output(score)], false_alarm_rate) for score in scores}
+
+
+def recalibrate_version(directory: Path, dataset: Dataset) -> ModelMetadata:
+    """Calibrate a written version again on its own validation rows (after its graphs changed, e.g. int8)."""
+    meta = ModelMetadata.read(directory)
+    training = meta.training
+    split = split_rows(
+        len(dataset.x), float(training["validation_fraction"]), meta.seed, int(training["test_every"])
+    )
+    rate = next(iter(meta.calibration.values())).false_alarm_rate if meta.calibration else 0.01
+    calibration = calibrate_graph(
+        directory, meta.graphs["model"], meta.scores, dataset.x[split.validation], rate
+    )
+    updated = meta.model_copy(update={"calibration": calibration})
+    updated.write(directory)
+    return updated
 
 
 def train_version(
@@ -83,11 +115,13 @@ def train_version(
             continue
     try:
         graphs, parity = export_graphs(model, normaliser, directory, x_val)
-        val_outputs = run_graph(directory, graphs["model"], x_val)
-        calibration: dict[ScoreName, ScoreCalibration] = {
-            score: calibrate(val_outputs[score_output(score)], config.false_alarm_rate)
-            for score in cast(tuple[ScoreName, ...], model.scores)
-        }
+        calibration = calibrate_graph(
+            directory,
+            graphs["model"],
+            cast(tuple[ScoreName, ...], model.scores),
+            x_val,
+            config.false_alarm_rate,
+        )
         held_out = x_test if len(x_test) else x_val
         metrics = held_out_metrics(model, normaliser, x_train, held_out, dataset.image_shape is not None)
         metrics |= {

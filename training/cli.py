@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from service.metadata import is_valid_name
-from training.artifact import TrainedVersion, train_version
+from training.artifact import TrainedVersion, recalibrate_version, train_version
 from training.config import TrainConfig
 from training.data import BUILTIN_DATASETS, DataError, load_data
 from training.evaluate import add_evaluate_command, run_evaluate
@@ -209,6 +209,11 @@ def run(argv: Sequence[str] | None = None) -> None:
     if args.quantize:
         report = quantise_version(trained.directory, rows=dataset.x, apply=True)
         print(f"  int8: {'kept' if report.kept else 'not kept'}: {report.reason}")
+        if report.kept:
+            # The int8 graphs score a little differently: their thresholds come from their own scores.
+            recalibrated = recalibrate_version(trained.directory, dataset)
+            for score, cal in recalibrated.calibration.items():
+                print(f"  threshold[{score}] = {cal.threshold:.6g} (int8 graphs)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

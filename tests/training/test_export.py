@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from service.metadata import ModelMetadata
-from training.artifact import train_version
+from training.artifact import recalibrate_version, train_version
 from training.config import TrainConfig
 from training.data import Dataset, Normaliser
 from training.export import OPSET, export_graphs, graph_modules, sha256
@@ -89,6 +90,19 @@ def test_train_version_calibrates_on_validation_scores(
     normalised_error = ((scores.reconstruction - digits[split.validation]) / scale) ** 2
     np.testing.assert_allclose(normalised_error, scores.feature_errors, rtol=1e-3, atol=1e-6)
     assert offset.shape == (64,)
+
+
+def test_recalibrate_version_finds_the_same_validation_rows(
+    trained: Path, digits: npt.NDArray[np.float32], tmp_path: Path
+) -> None:
+    copy = tmp_path / "tiny" / "1"
+    copy.parent.mkdir()
+    shutil.copytree(trained, copy)
+    before = ModelMetadata.read(copy)
+    after = recalibrate_version(copy, Dataset(digits, "digits", (8, 8)))
+    # Unchanged graphs on the same split: the calibration comes out identical.
+    assert after.calibration == before.calibration
+    assert ModelMetadata.read(copy).calibration == before.calibration
 
 
 def test_train_version_takes_next_free_version(trained: Path, digits: npt.NDArray[np.float32]) -> None:
