@@ -13,8 +13,10 @@ import argparse
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from types import FrameType
 
@@ -96,7 +98,16 @@ def main(argv: list[str] | None = None) -> None:
         uvicorn.Server(config).run()
         return
     os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())
-    _Supervisor(config, sockets=[config.bind_socket()]).run()
+    # Each worker counts its own requests; a shared directory lets /metrics on any worker add them all up.
+    metrics_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = tempfile.mkdtemp(prefix="ae-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        _Supervisor(config, sockets=[config.bind_socket()]).run()
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
