@@ -23,7 +23,7 @@ import pytest
 
 from service.metadata import ModelMetadata
 from tests.fixtures.make_models import FIXTURE_MODELS
-from tests.interop.conftest import free_port, wait_ready
+from tests.live import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "autoencoder-serving:test"

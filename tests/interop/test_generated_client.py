@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 
 from service.metadata import GraphRole, ModelMetadata
-from tests.interop.conftest import LiveServer
+from tests.live import LiveServer
 
 PACKAGE = "autoencoder_serving_client"
 GENERATOR = Path(sys.executable).parent / "openapi-python-client"

@@ -21,7 +21,7 @@ from schemathesis.core.result import Ok
 from service.main import create_app
 from service.settings import Settings
 from tests.fixtures.make_models import FIXTURE_MODELS
-from tests.interop.conftest import ROOT, LiveServer, serve
+from tests.live import ROOT, LiveServer
 
 CHECKS = [
     checks.not_a_server_error,
@@ -43,7 +43,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     for source in [*sorted((ROOT / "models").iterdir()), *sorted(FIXTURE_MODELS.iterdir())]:
         if source.is_dir():
             shutil.copytree(source, repository / source.name)
-    with serve(repository) as server:
+    with LiveServer(repository) as server:
         yield server
 
 

@@ -12,7 +12,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from service.metadata import ModelMetadata
-from tests.interop.conftest import LiveServer
+from tests.live import LiveServer
 
 PLAIN_OUTPUTS = ["latent", "reconstruction", "feature_errors", "error"]
 VAE_OUTPUTS = ["latent", "log_var", "reconstruction", "feature_errors", "error", "neg_elbo"]

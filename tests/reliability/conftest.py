@@ -2,61 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import FIXTURE_MODELS
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    url: str
-    port: int
-
-    def output(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        out, _ = self.proc.communicate(timeout=10)
-        return out.decode(errors="replace")
-
-
-def start_server(models: Path, workers: int = 1, **env: str) -> Server:
-    """Start the service and wait until /readyz answers (200 or 503: a broken model is allowed)."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "service", "--port", str(port), "--models", str(models)]
-    cmd += ["--workers", str(workers), "--log-level", "warning"]
-    full_env = {**os.environ, **{f"AE_{k.upper()}": v for k, v in env.items()}}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
-    server = Server(proc, f"http://127.0.0.1:{port}", port)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=1).status_code in (200, 503):
-                return server
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"server did not start: {server.output()}")
-        time.sleep(0.1)
+from tests.live import LiveServer
 
 
 @pytest.fixture
@@ -68,16 +22,16 @@ def repo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server_factory() -> Iterator[Callable[..., Server]]:
-    servers: list[Server] = []
+def server_factory() -> Iterator[Callable[..., LiveServer]]:
+    """Start real servers, stopped at teardown; settings as keywords (`max_queue="1"` is AE_MAX_QUEUE=1).
 
-    def make(models: Path, workers: int = 1, **env: str) -> Server:
-        server = start_server(models, workers, **env)
-        servers.append(server)
-        return server
+    `ready_path="/healthz"` for a repository with a broken model, whose /readyz stays 503.
+    """
+    with ExitStack() as servers:
 
-    yield make
-    for server in servers:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.wait(timeout=10)
+        def make(models: Path, workers: int = 1, ready_path: str = "/readyz", **settings: str) -> LiveServer:
+            env = {f"AE_{name.upper()}": value for name, value in settings.items()}
+            server = LiveServer(models, "--workers", str(workers), env=env, ready_path=ready_path)
+            return servers.enter_context(server)
+
+        yield make

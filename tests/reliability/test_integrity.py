@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.fixtures.make_models import write_model
-from tests.reliability.conftest import Server
+from tests.live import LiveServer
 
 GOOD = {"model": "tiny", "inputs": [[1.0, 2.0, 3.0, 4.0]]}
 
@@ -95,7 +95,7 @@ def test_integrity_real_server_starts_with_a_corrupted_model(
     server_factory: Any, broken_repo: tuple[Path, dict[str, str]]
 ) -> None:
     root, reasons = broken_repo
-    server: Server = server_factory(root)
+    server: LiveServer = server_factory(root, ready_path="/healthz")
     assert httpx.get(f"{server.url}/healthz").status_code == 200
     ready = httpx.get(f"{server.url}/readyz")
     assert ready.status_code == 503

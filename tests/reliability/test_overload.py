@@ -14,7 +14,7 @@ import pytest
 
 from service.admission import AdmissionGate, OverloadedError
 from tests.conftest import FIXTURE_MODELS
-from tests.reliability.conftest import Server
+from tests.live import LiveServer
 
 GOOD = {"model": "tiny", "inputs": [[1.0, 2.0, 3.0, 4.0]]}
 
@@ -92,7 +92,7 @@ def test_admission_gate_drain_waits_for_in_flight() -> None:
 
 
 def test_overload_sheds_fast_with_retry_after_and_times_out(server_factory: Any, tmp_path: Path) -> None:
-    server: Server = server_factory(
+    server: LiveServer = server_factory(
         FIXTURE_MODELS, max_concurrency="2", max_queue="1", queue_timeout_s="1", request_timeout_s="3"
     )
     holders = [open_slow_request(server.port) for _ in range(2)]
@@ -126,4 +126,4 @@ def test_overload_sheds_fast_with_retry_after_and_times_out(server_factory: Any,
     queued.close()
     ok = httpx.post(f"{server.url}/denoise", json=GOOD)
     assert ok.status_code == 200
-    assert server.proc.poll() is None
+    assert server.process.poll() is None

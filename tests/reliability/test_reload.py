@@ -16,7 +16,7 @@ import numpy as np
 
 from service.registry import ModelRegistry
 from tests.fixtures.make_models import write_model
-from tests.reliability.conftest import Server
+from tests.live import LiveServer
 
 KEY = "reload-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -102,7 +102,7 @@ def _all_workers_serve(url: str, version: int, timeout: float = 20.0) -> bool:
 
 
 def test_reload_under_load_every_worker_swaps_and_no_request_fails(server_factory: Any, repo: Path) -> None:
-    server: Server = server_factory(repo, workers=2, api_keys=KEY)
+    server: LiveServer = server_factory(repo, workers=2, api_keys=KEY)
     failures: list[str] = []
     answered = 0
     stop = threading.Event()
@@ -133,7 +133,7 @@ def test_reload_under_load_every_worker_swaps_and_no_request_fails(server_factor
         httpx.post(f"{server.url}/admin/reload", headers=AUTH, timeout=30)
         assert _all_workers_serve(server.url, 3), "a worker did not pick up version 3 after /admin/reload"
         write_model(repo, "tiny", 4, seed=43)
-        os.kill(server.proc.pid, signal.SIGHUP)
+        os.kill(server.process.pid, signal.SIGHUP)
         assert _all_workers_serve(server.url, 4), "a worker did not pick up version 4 after SIGHUP"
     finally:
         stop.set()
@@ -141,15 +141,15 @@ def test_reload_under_load_every_worker_swaps_and_no_request_fails(server_factor
             t.join()
     assert not failures, failures[:5]
     assert answered > 50
-    assert server.proc.poll() is None
+    assert server.process.poll() is None
 
 
 def test_reload_sighup_single_worker(server_factory: Any, repo: Path) -> None:
-    server: Server = server_factory(repo)
+    server: LiveServer = server_factory(repo)
     write_model(repo, "tiny", 3, seed=50)
-    os.kill(server.proc.pid, signal.SIGHUP)
+    os.kill(server.process.pid, signal.SIGHUP)
     deadline = time.monotonic() + 15
     while httpx.post(f"{server.url}/encode", json={"model": "tiny", "inputs": ROWS}).json()["version"] != 3:
         assert time.monotonic() < deadline, "SIGHUP did not reload"
         time.sleep(0.1)
-    assert server.proc.poll() is None
+    assert server.process.poll() is None

@@ -12,12 +12,12 @@ import numpy as np
 import orjson
 
 from tests.conftest import FIXTURE_MODELS
-from tests.reliability.conftest import Server
+from tests.live import LiveServer
 from tests.reliability.test_overload import GOOD, open_slow_request, read_response
 
 
 def test_shutdown_sigterm_under_load_answers_every_accepted_request(server_factory: Any) -> None:
-    server: Server = server_factory(FIXTURE_MODELS)
+    server: LiveServer = server_factory(FIXTURE_MODELS)
     expected = httpx.post(f"{server.url}/denoise", json=GOOD).json()["outputs"]
     outcomes: dict[str, int] = {"ok": 0, "refused": 0, "closed_before_answer": 0}
     wrong: list[str] = []
@@ -53,20 +53,20 @@ def test_shutdown_sigterm_under_load_answers_every_accepted_request(server_facto
     time.sleep(0.5)
     in_flight = [open_slow_request(server.port) for _ in range(4)]  # accepted, body half sent
     time.sleep(0.3)
-    server.proc.send_signal(signal.SIGTERM)
+    server.process.send_signal(signal.SIGTERM)
     time.sleep(0.5)
-    assert server.proc.poll() is None, "exited with requests still in flight"
+    assert server.process.poll() is None, "exited with requests still in flight"
     for sock, rest in in_flight:
         sock.sendall(rest)
     answers = [read_response(sock) for sock, _ in in_flight]
-    rc = server.proc.wait(timeout=15)
+    rc = server.process.wait(timeout=15)
     stop.set()
     for t in threads:
         t.join()
     for status, body in answers:
         assert status == 200
         np.testing.assert_allclose(orjson.loads(body)["outputs"], expected, rtol=1e-6)
-    assert rc == 0, server.output()
+    assert rc == 0, server.log_text()
     assert not wrong, wrong[:5]
     assert outcomes["ok"] > 20
     try:

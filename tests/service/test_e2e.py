@@ -2,57 +2,20 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import FIXTURE_MODELS
+from tests.live import LiveServer
 
 
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
-    port = _free_port()
-    models = Path(__file__).resolve().parents[1] / "fixtures" / "models"
-    cmd = [
-        sys.executable,
-        "-m",
-        "service",
-        "--port",
-        str(port),
-        "--models",
-        str(models),
-        "--log-level",
-        "warning",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                raise AssertionError(f"server did not become ready: {out}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with LiveServer(FIXTURE_MODELS) as server:
+        yield server.url
 
 
 def test_e2e_denoise_json_and_binary(server_url: str) -> None:
@@ -77,3 +40,14 @@ def test_e2e_errors_and_metrics(server_url: str) -> None:
     assert r.status_code == 400
     assert "malformed JSON" in r.json()["detail"]
     assert 'status="400"' in httpx.get(f"{server_url}/metrics").text
+
+
+def test_e2e_metrics_add_up_every_worker() -> None:
+    with LiveServer(FIXTURE_MODELS, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": None}) as server:
+        # Fresh connections, so the kernel spreads them over both workers' accept queues.
+        for _ in range(40):
+            r = httpx.post(f"{server.url}/denoise", json={"model": "tiny", "inputs": [[1.0, 2.0, 3.0, 4.0]]})
+            assert r.status_code == 200
+        text = httpx.get(f"{server.url}/metrics").text
+    line = next(x for x in text.splitlines() if x.startswith("ae_requests_total{") and '"/denoise"' in x)
+    assert float(line.rsplit(" ", 1)[1]) == 40, line

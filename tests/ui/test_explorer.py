@@ -12,16 +12,12 @@ import math
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -32,6 +28,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.live import LiveServer
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("AE_UI_CHROMIUM", "/usr/bin/chromium"))
@@ -54,13 +52,6 @@ def _shipped_models() -> dict[str, dict[str, Any]]:
     return latest
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _post(base_url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
     request = urllib.request.Request(
         base_url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
@@ -80,44 +71,12 @@ def models() -> dict[str, dict[str, Any]]:
     return found
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: IO[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            log.seek(0)
-            pytest.fail(f"the service exited with {proc.returncode}:\n{log.read().decode(errors='replace')}")
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        if time.monotonic() > deadline:
-            log.seek(0)
-            pytest.fail(f"the service was not ready after 60 s:\n{log.read().decode(errors='replace')}")
-        time.sleep(0.2)
-
-
 @contextlib.contextmanager
-def _serve(**env_vars: str) -> Iterator[str]:
-    """Run `python -m service` on a free port until the block ends; yield its base URL."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"AE_API_KEYS", "AE_API_KEYS_FILE"}}
-    env["AE_MODELS_DIR"] = str(MODELS_DIR)
-    env.update(env_vars)
-    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            _wait_ready(proc, f"http://127.0.0.1:{port}", log)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def _serve(models_dir: Path = MODELS_DIR, **env: str) -> Iterator[str]:
+    """Run `python -m service` on `models_dir` until the block ends; yield its base URL."""
+    # Keys from the calling environment would lock the page out; a test that wants them passes AE_API_KEYS.
+    with LiveServer(models_dir, env={"AE_API_KEYS": None, "AE_API_KEYS_FILE": None, **env}) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")
@@ -401,7 +360,7 @@ def test_explorer_scores_csv_rows_for_tabular_model(
     rows = [offset, [v + 0.5 for v in offset], [v + 1000.0 for v in offset]]
     csv = "a,b,c,d\n" + "\n".join(", ".join(f"{v:.4f}" for v in row) for row in rows)
     _severe_console_entries(browser)  # drop what earlier pages logged
-    with _serve(AE_MODELS_DIR=str(tabular_models_dir)) as url:
+    with _serve(tabular_models_dir) as url:
         browser.get(url + "/ui/")
         _wait(browser, "the tabular panel", lambda d: d.find_element(By.ID, "tabular-panel").is_displayed())
         assert not browser.find_element(By.ID, "image-panel").is_displayed()

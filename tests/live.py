@@ -1,0 +1,171 @@
+"""A real server for tests: `python -m service` in a subprocess on a free loopback port.
+
+`LiveServer` starts it, waits until it answers, and stops it (SIGTERM, then SIGKILL after a grace period).
+Its `process` stays reachable for tests that signal the server or check how it exited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+ROOT = Path(__file__).resolve().parents[1]
+LOOPBACK = "127.0.0.1"
+LOG_TAIL_CHARS = 4000
+
+
+class ServerStartError(RuntimeError):
+    """The server exited, or did not answer its readiness probe in time."""
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, *, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll `url` until it answers 200; raise ServerStartError if `process` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while True:
+        if process is not None and process.poll() is not None:
+            raise ServerStartError(f"the server exited with {process.returncode} before {url} answered 200")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+                last = f"status {response.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"status {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        if time.monotonic() > deadline:
+            raise ServerStartError(f"{url} did not answer 200 within {timeout:.0f} s (last: {last})")
+        time.sleep(0.1)
+
+
+class LiveServer:
+    """`python -m service --models MODELS [ARGS]` on a free loopback port, from `start()` to `stop()`.
+
+    `env` is laid over the caller's environment; a None value removes that variable. The server counts as
+    started once `ready_path` answers 200: `/readyz` (every model loaded), or `/healthz` for a server that
+    is expected to stay not-ready (a broken model in its repository).
+    """
+
+    host = LOOPBACK
+
+    def __init__(
+        self,
+        models: Path,
+        *args: str,
+        env: Mapping[str, str | None] | None = None,
+        ready_path: str = "/readyz",
+        log_level: str = "warning",
+        start_timeout: float = 60.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.models_dir = models
+        self.port = free_port()
+        self.url = f"http://{self.host}:{self.port}"
+        self.command = [
+            sys.executable,
+            "-m",
+            "service",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--models",
+            str(models),
+            "--log-level",
+            log_level,
+            *args,
+        ]
+        self.env = dict(os.environ)
+        for name, value in (env or {}).items():
+            if value is None:
+                self.env.pop(name, None)
+            else:
+                self.env[name] = value
+        self.ready_path = ready_path
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The `python -m service` process (with several workers, their supervisor)."""
+        if self._process is None:
+            raise RuntimeError("the server has not been started")
+        return self._process
+
+    def start(self) -> Self:
+        """Start the server and wait until it is ready; on failure stop it and raise with its log."""
+        # Not a pipe: nobody reads it while the server runs, and a full pipe would stall the server.
+        self._log = tempfile.TemporaryFile(prefix="ae-live-server-")  # noqa: SIM115 (closed in __exit__)
+        # Its own session, so that a final SIGKILL reaches the worker processes too.
+        self._process = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_ready(self.url + self.ready_path, timeout=self.start_timeout, process=self._process)
+        except ServerStartError as exc:
+            self.stop()
+            log = self.log_text()
+            self._log.close()
+            raise ServerStartError(f"{exc}\n--- server log ---\n{log[-LOG_TAIL_CHARS:]}") from None
+        return self
+
+    def log_text(self) -> str:
+        """All the server has written to stdout and stderr so far."""
+        if self._log is None or self._log.closed:
+            return ""
+        # pread leaves the file offset alone: the server shares it and may still be writing.
+        fd = self._log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL to the whole session after `stop_timeout`; return the exit code."""
+        if self._process is None:
+            return None
+        process = self._process
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        return process.returncode
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+        if self._log is not None:
+            self._log.close()
