@@ -8,8 +8,8 @@ The ONNX graphs all take raw feature values (normalisation is baked in) and answ
 
 - ``encoder`` : ``x`` (batch, input_dim) -> ``latent`` (batch, latent_dim) [+ ``log_var`` for the VAE]
 - ``decoder`` : ``latent`` (batch, latent_dim) -> ``reconstruction`` (batch, input_dim)
-- ``model``   : ``x`` -> ``latent`` [+ ``log_var``], ``reconstruction``, ``feature_errors`` (batch, input_dim),
-  ``error`` (batch,) [+ ``neg_elbo`` (batch,) for the VAE]
+- ``model``   : ``x`` -> ``latent`` [+ ``log_var``], ``reconstruction``,
+  ``feature_errors`` (batch, input_dim), ``error`` (batch,) [+ ``neg_elbo`` (batch,) for the VAE]
 
 ``feature_errors`` is the squared error of each feature in the normalised space ((x - mean) / scale) and
 ``error`` is their mean over features: the per-sample reconstruction error the service scores anomalies by.
@@ -67,7 +67,9 @@ class GraphFile(_Strict):
     @classmethod
     def _plain_file_name(cls, value: str) -> str:
         if "/" in value or "\\" in value or value in {"", ".", ".."}:
-            raise ValueError(f"graph path must be a plain file name inside the version directory, got {value!r}")
+            raise ValueError(
+                f"graph path must be a plain file name inside the version directory, got {value!r}"
+            )
         return value
 
 
@@ -125,7 +127,7 @@ class DataSummary(_Strict):
     n_train: int
     n_validation: int
     n_test: int
-    """Rows held out from training and validation (0 when none); the reported metrics use them when present."""
+    """Rows held out from training and validation (0 when none); the reported metrics use them if any."""
     feature_min: list[float]
     feature_max: list[float]
     """Per-feature range of the training rows, in raw units (useful to clients and the explorer page)."""
