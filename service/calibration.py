@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
-
 from service.errors import InvalidInputError
 from service.metadata import ModelMetadata, ScoreCalibration, ScoreName
 
@@ -32,37 +30,17 @@ class ThresholdChoice:
     false_alarm_rate: float | None
 
 
-def _grid(calibration: ScoreCalibration) -> tuple[np.ndarray, np.ndarray]:
-    """(levels ascending, thresholds), the calibrated grid where recorded, made non-decreasing against
-    rounding noise."""
-    grid = calibration.calibrated_quantiles or calibration.quantiles
-    pairs = sorted((float(level), value) for level, value in grid.items())
-    levels = np.array([p for p, _ in pairs])
-    values = np.maximum.accumulate(np.array([v for _, v in pairs]))
-    return levels, values
-
-
 def threshold_for_rate(calibration: ScoreCalibration, false_alarm_rate: float) -> float:
-    """The threshold at quantile level 1 - rate, linearly interpolated between recorded levels."""
-    levels, values = _grid(calibration)
-    level = 1.0 - false_alarm_rate
-    low, high = float(levels[0]), float(levels[-1])
-    if not low - 1e-12 <= level <= high + 1e-12:
-        raise InvalidInputError(
-            f"false_alarm_rate {false_alarm_rate} needs the {level:.6g} quantile, outside the recorded "
-            f"levels [{low}, {high}]; expected a false_alarm_rate between {1 - high:.6g} and {1 - low:.6g}"
-        )
-    return float(np.interp(level, levels, values))
+    """The threshold at quantile level 1 - rate (`ScoreCalibration.threshold_for`); 422 outside the grid."""
+    try:
+        return calibration.threshold_for(false_alarm_rate)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
 
 
 def rate_for_threshold(calibration: ScoreCalibration, threshold: float) -> float | None:
     """The false-alarm rate a threshold corresponds to (the inverse interpolation), None outside the grid."""
-    levels, values = _grid(calibration)
-    if not values[0] <= threshold <= values[-1] or values[-1] == values[0]:
-        return None
-    # On a flat stretch of the quantile function np.interp takes the last level with that value.
-    level = float(np.interp(threshold, values, levels))
-    return round(1.0 - level, 12)
+    return calibration.rate_for(threshold)
 
 
 def choose_threshold(

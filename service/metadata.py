@@ -17,6 +17,8 @@ The ONNX graphs all take raw feature values (normalisation is baked in) and answ
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import re
 from datetime import datetime
@@ -116,6 +118,50 @@ class ScoreCalibration(_Strict):
     """Probability that the realised false-alarm rate of a `calibrated_quantiles` threshold is at most
     its target (given exchangeable normal data): the order-statistic bound where the held-out rows are
     enough, else a log-normal tolerance bound."""
+
+    def grid(self) -> tuple[list[float], list[float]]:
+        """(levels ascending, thresholds) that false-alarm rates map through: `calibrated_quantiles` where
+        recorded, else `quantiles`; thresholds made non-decreasing against rounding noise."""
+        pairs = sorted(
+            (float(level), value) for level, value in (self.calibrated_quantiles or self.quantiles).items()
+        )
+        return [p for p, _ in pairs], list(itertools.accumulate((v for _, v in pairs), max))
+
+    def threshold_for(self, false_alarm_rate: float) -> float:
+        """The threshold for a false-alarm rate r: the grid at level 1 - r, linear between recorded levels.
+
+        Outside the recorded levels there is nothing to interpolate from (extrapolating a tail is guesswork):
+        ValueError, saying which rates are possible."""
+        levels, values = self.grid()
+        level = 1.0 - false_alarm_rate
+        if not levels[0] - 1e-12 <= level <= levels[-1] + 1e-12:
+            raise ValueError(
+                f"false_alarm_rate {false_alarm_rate} needs the {level:.6g} quantile, outside the recorded "
+                f"levels [{levels[0]}, {levels[-1]}]; expected a false_alarm_rate between "
+                f"{1 - levels[-1]:.6g} and {1 - levels[0]:.6g}"
+            )
+        return _interpolate(min(max(level, levels[0]), levels[-1]), levels, values, last=False)
+
+    def rate_for(self, threshold: float) -> float | None:
+        """The false-alarm rate a threshold corresponds to (the inverse mapping); None outside the grid."""
+        levels, values = self.grid()
+        if not values[0] <= threshold <= values[-1] or values[-1] == values[0]:
+            return None
+        # On a flat stretch the highest level with that threshold is the rate it really keeps.
+        return round(1.0 - _interpolate(threshold, values, levels, last=True), 12)
+
+
+def _interpolate(x: float, xs: list[float], ys: list[float], last: bool) -> float:
+    """Piecewise-linear y(x) through (xs, ys), xs non-decreasing and xs[0] <= x <= xs[-1]; where xs repeats
+    x, the last (or first) matching point's y."""
+    i = bisect.bisect_right(xs, x) if last else bisect.bisect_left(xs, x)
+    if last and i > 0 and xs[i - 1] == x:
+        return ys[i - 1]
+    if not last and i < len(xs) and xs[i] == x:
+        return ys[i]
+    i = min(max(i, 1), len(xs) - 1)
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
 
 class DataSummary(_Strict):

@@ -35,7 +35,6 @@ __all__ = [
     "QUANTILE_LEVELS",
     "calibrate",
     "quantile_key",
-    "threshold_for",
     "upper_quantile_bound",
 ]
 
@@ -114,15 +113,3 @@ def calibrate(scores: npt.NDArray[np.floating], false_alarm_rate: float = 0.01) 
         calibrated_quantiles=calibrated,
         confidence=CONFIDENCE,
     )
-
-
-def threshold_for(calibration: ScoreCalibration, false_alarm_rate: float) -> float:
-    """The threshold for a false-alarm rate: the calibrated bounds (else the empirical quantiles) at level
-    1 - false_alarm_rate, linearly interpolated between recorded levels."""
-    if not 0 <= false_alarm_rate <= 1:
-        raise ValueError(f"false_alarm_rate must be in [0, 1], got {false_alarm_rate}")
-    grid = calibration.calibrated_quantiles or calibration.quantiles
-    points = sorted((float(k), v) for k, v in grid.items())
-    levels = np.array([p[0] for p in points])
-    values = np.array([p[1] for p in points])
-    return float(np.interp(1 - false_alarm_rate, levels, values))

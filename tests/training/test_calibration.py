@@ -13,7 +13,6 @@ from training.calibration import (
     QUANTILE_LEVELS,
     calibrate,
     quantile_key,
-    threshold_for,
     upper_quantile_bound,
 )
 
@@ -113,7 +112,7 @@ def test_false_alarm_rate_maps_to_calibrated_grid(rate: float) -> None:
     assert calibration.calibrated_quantiles is not None
     expected = calibration.calibrated_quantiles[quantile_key(1 - rate)]
     assert threshold_for_rate(calibration, rate) == pytest.approx(expected, rel=1e-12)
-    assert threshold_for(calibration, rate) == pytest.approx(expected, rel=1e-12)
+    assert calibration.threshold_for(rate) == pytest.approx(expected, rel=1e-12)
     # Order statistics can repeat across neighbouring levels; the inverse then reports the lowest rate
     # of that flat stretch, which maps back to the same threshold.
     reported = rate_for_threshold(calibration, expected)
@@ -145,7 +144,7 @@ def test_false_alarm_rate_maps_through_quantiles_without_calibrated_grid() -> No
         false_alarm_rate=0.01,
         threshold=4.0,
     )
-    assert threshold_for(legacy, 0.055) == pytest.approx(3.0)
+    assert legacy.threshold_for(0.055) == pytest.approx(3.0)
     assert threshold_for_rate(legacy, 0.055) == pytest.approx(3.0)
 
 
