@@ -3,7 +3,7 @@
 #
 #   docker build -t autoencoder-serving .                     # CPU (default)
 #   docker build --build-arg DEVICE=gpu -t autoencoder-serving:gpu .
-#   docker run -p 8000:8000 autoencoder-serving
+#   docker run -p 8000:8000 --stop-timeout 25 autoencoder-serving    # longer than the 20 s drain
 #   docker run -p 8000:8000 -v "$PWD/my-models:/srv/models:ro" autoencoder-serving
 #
 # DEVICE=gpu installs onnxruntime-gpu with the CUDA and cuDNN libraries from PyPI (run with
@@ -17,14 +17,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone, so that editing the service reuses this layer.
-COPY pyproject.toml ./
+# Dependencies first, from pyproject.toml alone, so that editing the service reuses this layer; the
+# constraints pin them to the versions the tests and the benchmark ran on.
+COPY pyproject.toml deploy/docker/constraints.txt ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > requirements.txt \
     && if [ "$DEVICE" = gpu ]; then \
         sed -i '/^onnxruntime/d' requirements.txt && echo 'onnxruntime-gpu[cuda,cudnn]>=1.21' >> requirements.txt; \
     elif [ "$DEVICE" != cpu ]; then echo "DEVICE must be cpu or gpu, got $DEVICE" >&2; exit 1; fi \
-    && pip install -r requirements.txt
+    && pip install -r requirements.txt -c constraints.txt
 # Only the service package: training/ never enters the image.
 COPY pyproject.toml README.md* ./
 COPY service ./service
