@@ -3,8 +3,8 @@
 `python -m service --write-openapi service/openapi.json` regenerates the committed OpenAPI schema.
 
 Signals: SIGTERM (or SIGINT) stops accepting connections, lets requests in flight finish (at most
-AE_DRAIN_TIMEOUT_S) and exits 0. SIGHUP reloads the model repository; with several workers the supervisor
-forwards it to every worker instead of restarting them.
+--timeout-graceful-shutdown seconds, by default AE_DRAIN_TIMEOUT_S) and exits 0. SIGHUP reloads the model
+repository; with several workers the supervisor forwards it to every worker instead of restarting them.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         "--timeout-graceful-shutdown",
         type=int,
         metavar="SECONDS",
-        help="on SIGTERM, wait this long for in-flight requests before closing them "
-        "(AE_DRAIN_TIMEOUT_S; default 30)",
+        help="on SIGTERM, wait this long for in-flight requests before cancelling them (uvicorn's "
+        "graceful-shutdown timeout; default AE_DRAIN_TIMEOUT_S in whole seconds, 30)",
     )
     args = parser.parse_args(argv)
     if args.write_openapi:

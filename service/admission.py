@@ -7,7 +7,8 @@ a slot, each for at most AE_QUEUE_TIMEOUT_S. A request that finds the queue full
 answered 503 with Retry-After at once, so overload sheds load instead of growing an unbounded queue or a
 storm of client timeouts. An admitted request that runs past AE_REQUEST_TIMEOUT_S is cancelled and answered
 504 (if its answer has not started). Health, readiness and metrics bypass all of this, so probes answer under
-overload. The gate also counts requests in flight, so shutdown can wait for them to drain.
+overload. The gate also counts requests in flight, so a lifespan shutdown that arrives while some still
+run (not so under uvicorn, which drains connections first) can wait for them.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import orjson
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.auth import ApiKeys, check_key, is_public_path, refuse
+from service.auth import PROBE_PATHS, ApiKeys, check_key, is_public_path, refuse
+from service.errors import send_error
 from service.metrics import MODEL_SCOPE_KEY, ServiceMetrics
 from service.settings import Settings
 
@@ -30,7 +32,7 @@ __all__ = ["AdmissionGate", "FrontMiddleware", "OverloadedError", "RequestDeadli
 
 logger = logging.getLogger(__name__)
 
-_EXEMPT = frozenset({"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"})
+_EXEMPT = PROBE_PATHS | {"/metrics"}
 _ANSWER_KEY = "ae.answer"
 
 
@@ -78,7 +80,9 @@ class AdmissionGate:
             if waiter.done() and not waiter.cancelled():
                 # The slot was handed over just as the wait ended: pass it on rather than leak it.
                 self.release()
-            else:
+            elif waiter in self._waiters:
+                # Still in line. A release() between the cancellation and now has dropped it already (and
+                # passed the slot on past it), so then there is nothing to remove.
                 self._waiters.remove(waiter)
             if isinstance(exc, TimeoutError):
                 raise OverloadedError(
@@ -186,7 +190,8 @@ class FrontMiddleware:
     Each layer of middleware costs every request a few microseconds, so what every request passes before a
     route is one object, in the order: count and time the request (refusals included), CORS (so preflights
     need no key), API keys, admission (concurrency limit, bounded queue, request timeout). Health, readiness
-    and metrics skip admission; the public paths skip the key check."""
+    and metrics skip admission; the public paths skip the key check. A client that disconnects before its
+    body has arrived is counted as status 499 and not answered."""
 
     def __init__(
         self,
@@ -217,6 +222,11 @@ class FrontMiddleware:
         scope[_ANSWER_KEY] = answer
         try:
             await self._inner(scope, receive, answer)
+        except ClientDisconnect:
+            # The client went away before its body arrived: nobody to answer and nothing broken, so no
+            # traceback, and counted as 499 (nginx's "client closed request"), not as a server error.
+            logger.debug("%s %s: the client disconnected mid-request", scope["method"], scope["path"])
+            answer.status = answer.status or 499
         finally:
             route = scope.get("route")
             # Route templates, not raw paths, keep the label set bounded.
@@ -240,7 +250,7 @@ class FrontMiddleware:
             try:
                 await gate.acquire()
             except OverloadedError as exc:
-                await _answer(scope, send, 503, str(exc), [(b"retry-after", self.retry_after)])
+                await send_error(scope, send, 503, str(exc), [(b"retry-after", self.retry_after)])
                 return
         try:
             if self.deadlines is None:
@@ -268,23 +278,12 @@ class FrontMiddleware:
             )
             if scope[_ANSWER_KEY].status:
                 raise TimeoutError from None  # the answer is half sent: the server closes the connection
-            await _answer(
+            await send_error(
                 scope,
                 send,
                 504,
                 f"the request took longer than {self.timeout_s:g} s (AE_REQUEST_TIMEOUT_S) and was "
                 "cancelled; retry with a smaller batch or later",
-                [],
             )
         finally:
             deadlines.stop(deadline)
-
-
-async def _answer(
-    scope: Scope, send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]]
-) -> None:
-    key = "error" if scope["path"].startswith("/v2/") else "detail"
-    body = orjson.dumps({key: message})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

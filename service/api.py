@@ -53,7 +53,7 @@ from service.errors import (
 )
 from service.metadata import ScoreName
 from service.metrics import CONTENT_TYPE_LATEST, MODEL_SCOPE_KEY, ServiceMetrics
-from service.registry import LoadFailure, ModelRegistry
+from service.registry import LoadFailure, ModelRegistry, RegistrySnapshot
 from service.runtime import Float32Array, OnnxModel
 from service.schemas import (
     DecodeParams,
@@ -109,7 +109,7 @@ class AppState:
                 queue_rows=s.batch_queue_rows,
                 timeout_s=s.batch_timeout_s,
                 inline_max_rows=s.inline_max_rows,
-                retry_after_s=getattr(s, "retry_after_s", 1),
+                retry_after_s=s.retry_after_s,
             )
             pool = BatcherPool(limits)
         object.__setattr__(self, "batchers", pool)
@@ -285,17 +285,17 @@ async def _parse(
     return _Call(state, params, model, x, answer)
 
 
-async def _run(call: _Call, endpoint: str, fn: Callable[..., T], *args: Any) -> T:
-    """Run a model call inline, or on a worker thread for a big batch; record its time and rows."""
-    rows = int(call.x.shape[0])
+async def _run(
+    state: AppState, model: OnnxModel, endpoint: str, rows: int, fn: Callable[..., T], *args: Any
+) -> T:
+    """Run a model call of `rows` rows inline, or on a worker thread for a big batch; record its time and
+    rows."""
     start = time.perf_counter()
-    if rows <= call.state.settings.inline_max_rows:
+    if rows <= state.settings.inline_max_rows:
         result = fn(*args)
     else:
         result = await run_in_threadpool(fn, *args)
-    call.state.metrics.observe_model_call(
-        endpoint, call.model.metadata.name, rows, time.perf_counter() - start
-    )
+    state.metrics.observe_model_call(endpoint, model.metadata.name, rows, time.perf_counter() - start)
     return result
 
 
@@ -307,7 +307,7 @@ async def _run_rows(
     `operation` names what `fn` computes, so that only calls with the same meaning share a run."""
     pool = call.state.batchers
     if pool is None:
-        return await _run(call, endpoint, fn, call.model, call.x)
+        return await _run(call.state, call.model, endpoint, int(call.x.shape[0]), fn, call.model, call.x)
     metrics, name = call.state.metrics, call.model.metadata.name
 
     def observe(rows: int, seconds: float) -> None:
@@ -337,13 +337,16 @@ def _score_rows(score: ScoreName, per_feature: bool) -> Callable[[OnnxModel, Flo
     return run
 
 
-def _answer(call: _Call, payload: dict[str, Any], tensor: np.ndarray[Any, Any], **headers: str) -> Response:
-    meta = call.model.metadata
-    if call.answer == "json":
+def _answer(
+    model: OnnxModel, fmt: TensorFormat, payload: dict[str, Any], tensor: np.ndarray[Any, Any], **headers: str
+) -> Response:
+    """`payload` as JSON, or for a binary `fmt` the `tensor` alone with the payload's facts as headers."""
+    meta = model.metadata
+    if fmt == "json":
         return Response(dump_json(payload), media_type=JSON)
-    body, tensor_headers = encode_tensor(tensor, call.answer)
+    body, tensor_headers = encode_tensor(tensor, fmt)
     all_headers = {"X-Model": meta.name, "X-Model-Version": str(meta.version), **tensor_headers, **headers}
-    return Response(body, media_type=NPY if call.answer == "npy" else RAW, headers=all_headers)
+    return Response(body, media_type=NPY if fmt == "npy" else RAW, headers=all_headers)
 
 
 def _input_dim(model: OnnxModel) -> int:
@@ -373,7 +376,7 @@ async def encode(request: Request) -> Response:
     payload: dict[str, Any] = {"model": meta.name, "version": meta.version, "latents": latent}
     if log_var is not None:
         payload["log_var"] = log_var
-    return _answer(call, payload, latent)
+    return _answer(call.model, call.answer, payload, latent)
 
 
 @router.post(
@@ -389,7 +392,8 @@ async def decode(request: Request) -> Response:
     (outputs,) = await _run_rows(call, "decode", "decode", _decode_rows)
     assert outputs is not None
     meta = call.model.metadata
-    return _answer(call, {"model": meta.name, "version": meta.version, "outputs": outputs}, outputs)
+    payload = {"model": meta.name, "version": meta.version, "outputs": outputs}
+    return _answer(call.model, call.answer, payload, outputs)
 
 
 @router.post(
@@ -405,7 +409,8 @@ async def denoise(request: Request) -> Response:
     (outputs,) = await _run_rows(call, "denoise", "denoise", _denoise_rows)
     assert outputs is not None
     meta = call.model.metadata
-    return _answer(call, {"model": meta.name, "version": meta.version, "outputs": outputs}, outputs)
+    payload = {"model": meta.name, "version": meta.version, "outputs": outputs}
+    return _answer(call.model, call.answer, payload, outputs)
 
 
 @router.post(
@@ -454,7 +459,7 @@ async def reconstruction_error(request: Request) -> Response:
         headers["X-Threshold-Source"] = str(choice.source)
     if choice.false_alarm_rate is not None:
         headers["X-False-Alarm-Rate"] = repr(choice.false_alarm_rate)
-    return _answer(call, payload, errors, **headers)
+    return _answer(call.model, call.answer, payload, errors, **headers)
 
 
 @router.post(
@@ -477,10 +482,9 @@ async def sample(request: Request) -> Response:
     model = state.registry.get(params.model, params.version)
     request.scope[MODEL_SCOPE_KEY] = model.metadata.name
     check_rows(params.n, "n", state.settings.max_batch_rows)
-    call = _Call(state, params, model, np.empty((params.n, 0), dtype=np.float32), answer)
-    outputs = await _run(call, "sample", model.sample, params.n, params.seed)
+    outputs = await _run(state, model, "sample", params.n, model.sample, params.n, params.seed)
     meta = model.metadata
-    return _answer(call, {"model": meta.name, "version": meta.version, "outputs": outputs}, outputs)
+    return _answer(model, answer, {"model": meta.name, "version": meta.version, "outputs": outputs}, outputs)
 
 
 def _model_info(model: OnnxModel) -> ModelInfo:
@@ -526,8 +530,7 @@ def _failure_info(failure: LoadFailure) -> ModelInfo:
     )
 
 
-def _all_infos(state: AppState) -> list[ModelInfo]:
-    snapshot = state.registry.snapshot
+def _all_infos(snapshot: RegistrySnapshot) -> list[ModelInfo]:
     infos = [_model_info(m) for m in snapshot.all_models()] + [_failure_info(f) for f in snapshot.failures]
     return sorted(infos, key=lambda i: (i.name, i.version or 0))
 
@@ -535,18 +538,18 @@ def _all_infos(state: AppState) -> list[ModelInfo]:
 @router.get("/models", tags=["models"], response_model=ModelListResponse)
 async def list_models(request: Request) -> ModelListResponse:
     """Every model version found: its metadata, providers and calibration, or why it failed to load."""
-    return ModelListResponse(models=_all_infos(_state(request)))
+    return ModelListResponse(models=_all_infos(_state(request).registry.snapshot))
 
 
 @router.get("/models/{name}", tags=["models"], response_model=ModelVersionsResponse, responses=_errors(404))
 async def get_model(name: str, request: Request) -> ModelVersionsResponse:
     """Every version of one model."""
-    state = _state(request)
-    versions = [i for i in _all_infos(state) if i.name == name]
+    snapshot = _state(request).registry.snapshot  # one snapshot throughout, whatever a reload swaps in
+    versions = [i for i in _all_infos(snapshot) if i.name == name]
     if not versions:
-        available = ", ".join(state.registry.snapshot.names()) or "none"
+        available = ", ".join(snapshot.names()) or "none"
         raise ModelNotFoundError(f"unknown model {name!r}; available models: {available}")
-    loaded = state.registry.snapshot.versions(name)
+    loaded = snapshot.versions(name)
     return ModelVersionsResponse(name=name, latest=max(loaded) if loaded else None, versions=versions)
 
 
@@ -581,11 +584,7 @@ async def readyz(request: Request) -> ReadinessResponse:
 )
 async def metrics(request: Request) -> Response:
     """Prometheus metrics."""
-    state = _state(request)
-    snapshot = state.registry.snapshot
-    state.metrics.models_loaded.set(len(snapshot.all_models()))
-    state.metrics.models_failed.set(len(snapshot.failures))
-    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/info", tags=["health"], response_model=InfoResponse)

@@ -13,31 +13,22 @@ import hmac
 import logging
 from pathlib import Path
 
-import orjson
 from starlette.types import Scope, Send
 
+from service.errors import send_error
 from service.settings import Settings
 
-__all__ = ["SECURITY_SCHEME", "ApiKeys", "check_key", "is_public_path", "refuse"]
+__all__ = ["PROBE_PATHS", "SECURITY_SCHEME", "ApiKeys", "check_key", "is_public_path", "refuse"]
 
 logger = logging.getLogger(__name__)
 
 SECURITY_SCHEME = "bearerAuth"
 """The name of the bearer scheme in the OpenAPI schema."""
 
-_PUBLIC_EXACT = frozenset(
-    {
-        "/",
-        "/healthz",
-        "/readyz",
-        "/v2/health/live",
-        "/v2/health/ready",
-        "/openapi.json",
-        "/docs",
-        "/docs/oauth2-redirect",
-        "/redoc",
-    }
-)
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
+"""Liveness and readiness probes: never behind a key, never queued by admission."""
+
+_PUBLIC_EXACT = PROBE_PATHS | {"/", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 _PUBLIC_PREFIXES = ("/ui/",)
 
 
@@ -114,11 +105,5 @@ def check_key(scope: Scope, keys: ApiKeys) -> tuple[int, str] | None:
 
 async def refuse(scope: Scope, send: Send, status: int, message: str) -> None:
     """Answer a refused request: 401 (with WWW-Authenticate) or 403."""
-    # v2 clients expect the protocol's error shape; everything else gets the service's one.
-    key = "error" if scope["path"].startswith("/v2/") or scope["path"] == "/v2" else "detail"
-    body = orjson.dumps({key: message})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="autoencoder-serving"'))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    headers = [(b"www-authenticate", b'Bearer realm="autoencoder-serving"')] if status == 401 else []
+    await send_error(scope, send, status, message, headers)

@@ -15,7 +15,7 @@ rows may wait, one more call is refused at once with `BatchQueueFullError`; a ca
 `inline_max_rows` rows execute on the event loop (cheaper for sub-millisecond models); bigger ones on a
 worker thread, while new calls keep queueing.
 
-Errors (both 503 with Retry-After):
+Errors (both 503 with Retry-After, defined in service.errors):
 BatchQueueFullError    the queue holds `queue_rows` rows already
 BatchTimeoutError      the call waited in the queue past its deadline
 """
@@ -27,13 +27,13 @@ import math
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from service.errors import ModelUnavailableError, ServiceError
+from service.errors import BatchQueueFullError, BatchTimeoutError, ModelUnavailableError
 from service.runtime import Float32Array, OnnxModel
 
 __all__ = [
@@ -52,14 +52,6 @@ Rows = tuple[np.ndarray[Any, Any] | None, ...]
 BatchFn = Callable[[Float32Array], Rows]
 RunObserver = Callable[[int, float], None]
 """Called after each run with (rows, seconds)."""
-
-
-class BatchQueueFullError(ServiceError):
-    status_code = 503
-
-
-class BatchTimeoutError(ServiceError):
-    status_code = 503
 
 
 @dataclass
@@ -103,10 +95,6 @@ class MicroBatcher:
         self._queued_rows = 0
         self._scheduled: asyncio.Handle | None = None
         self._busy = False
-
-    @property
-    def queued_rows(self) -> int:
-        return self._queued_rows
 
     async def submit(self, x: Float32Array) -> Rows:
         """Run `fn` on `x` (rows, width), coalesced with whatever else is queued; answer this call's rows."""
@@ -276,6 +264,3 @@ class BatcherPool:
             )
             per_model[operation] = batcher
         return batcher
-
-    def all(self) -> Sequence[MicroBatcher]:
-        return [b for per_model in list(self._batchers.values()) for b in per_model.values()]

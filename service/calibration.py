@@ -18,7 +18,7 @@ from typing import Literal
 from service.errors import InvalidInputError
 from service.metadata import ModelMetadata, ScoreCalibration, ScoreName
 
-__all__ = ["ThresholdChoice", "choose_threshold", "rate_for_threshold", "threshold_for_rate"]
+__all__ = ["ThresholdChoice", "choose_threshold", "threshold_for_rate"]
 
 ThresholdSource = Literal["request", "false_alarm_rate", "model_default"]
 
@@ -38,18 +38,13 @@ def threshold_for_rate(calibration: ScoreCalibration, false_alarm_rate: float) -
         raise InvalidInputError(str(exc)) from None
 
 
-def rate_for_threshold(calibration: ScoreCalibration, threshold: float) -> float | None:
-    """The false-alarm rate a threshold corresponds to (the inverse interpolation), None outside the grid."""
-    return calibration.rate_for(threshold)
-
-
 def choose_threshold(
     metadata: ModelMetadata, score: ScoreName, threshold: float | None, false_alarm_rate: float | None
 ) -> ThresholdChoice:
     """The request's threshold, else one mapped from its false_alarm_rate, else the model's default."""
     calibration = metadata.calibration.get(score)
     if threshold is not None:
-        rate = rate_for_threshold(calibration, threshold) if calibration else None
+        rate = calibration.rate_for(threshold) if calibration else None
         return ThresholdChoice(threshold, "request", rate)
     if false_alarm_rate is not None:
         if calibration is None:

@@ -40,6 +40,8 @@ __all__ = [
     "RAW",
     "SHAPE_HEADER",
     "TensorFormat",
+    "check_rows",
+    "checked_float32",
     "decode_tensor",
     "dump_json",
     "encode_tensor",
@@ -137,22 +139,35 @@ def query_fields(scope: Mapping[str, Any]) -> dict[str, str]:
     return dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    """Parse a JSON request body that must be an object."""
+def _non_finite(exc: orjson.JSONDecodeError) -> bool:
+    """Whether orjson stopped at NaN, Infinity or a number beyond the double range (bad values, not bad
+    JSON: Python's json writes NaN and Infinity bare)."""
+    if "infinity" in exc.msg:  # "number is infinity when parsed as double"
+        return True
+    doc, at = exc.doc, exc.pos  # a str, and a character offset into it
+    if doc[at - 1 : at] == "-":  # "-Infinity" fails just after the sign
+        at -= 1
+    return doc.startswith(("NaN", "Infinity", "-NaN", "-Infinity"), at)
+
+
+def parse_json_object(
+    body: bytes, what: str = "request body", expected: str = "a JSON object"
+) -> dict[str, Any]:
+    """Parse a JSON request body that must be an object; `what` names the body and `expected` its shape in
+    the error messages."""
     if not body.strip():
-        raise BadRequestError("empty request body; expected a JSON object")
+        raise BadRequestError(f"empty {what}; expected {expected}")
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        message = str(exc)
-        # orjson refuses NaN, Infinity and numbers beyond the double range: bad values, not bad JSON.
-        if "infinity" in message.lower() or b"NaN" in body or b"Infinity" in body:
+        if _non_finite(exc):
             raise InvalidInputError(
-                "the body contains NaN, Infinity or a number beyond the float range; expected finite numbers"
+                f"the {what} contains NaN, Infinity or a number beyond the float range; expected finite "
+                "numbers"
             ) from None
-        raise BadRequestError(f"malformed JSON body: {message}; expected a JSON object") from None
+        raise BadRequestError(f"malformed JSON {what}: {exc}; expected {expected}") from None
     if not isinstance(value, dict):
-        raise BadRequestError(f"the JSON body is a {type(value).__name__}; expected a JSON object")
+        raise BadRequestError(f"the {what} is a JSON {type(value).__name__}; expected {expected}")
     return value
 
 
@@ -272,10 +287,11 @@ def rows_to_array(
             f"{field} must be a list of rows (a 2-D array), got a {arr.ndim}-D array of shape {arr.shape}; "
             f"expected shape (batch, {width})"
         )
-    return _finish(arr, field, width)
+    return checked_float32(arr, field, width)
 
 
 def check_rows(rows: int, field: str, max_rows: int) -> None:
+    """422 for an empty batch, 413 for one over `max_rows` (AE_MAX_BATCH_ROWS)."""
     if rows == 0:
         raise InvalidInputError(f"{field} is an empty batch; expected at least one row")
     if rows > max_rows:
@@ -284,7 +300,8 @@ def check_rows(rows: int, field: str, max_rows: int) -> None:
         )
 
 
-def _finish(arr: np.ndarray[Any, Any], field: str, width: int) -> Float32Array:
+def checked_float32(arr: np.ndarray[Any, Any], field: str, width: int) -> Float32Array:
+    """A 2-D real array -> contiguous (batch, width) float32, every value finite; 422 saying which is not."""
     if arr.shape[1] != width:
         raise InvalidInputError(f"each row of {field} must have {width} values, got {arr.shape[1]}")
     if arr.dtype == np.float32 and arr.flags.c_contiguous:
@@ -344,7 +361,7 @@ def decode_tensor(
             f"{field} must be a 2-D array of shape (batch, {width}), got shape {tuple(arr.shape)}"
         )
     check_rows(arr.shape[0], field, max_rows)
-    return _finish(arr, field, width)
+    return checked_float32(arr, field, width)
 
 
 def encode_tensor(arr: np.ndarray[Any, Any], fmt: TensorFormat) -> tuple[bytes | memoryview, dict[str, str]]:

@@ -9,7 +9,12 @@ ServiceError (500)
 ├── InvalidInputError (422)        wrong shape, ragged rows, empty batch, NaN, non-numbers, bad fields
 │   └── NotGenerativeError (422)   /sample on a model that cannot generate
 ├── ModelUnavailableError (503)    the model exists but failed to load
-└── NotReadyError (503)            /readyz: some model is not loaded or warmed
+├── NotReadyError (503)            /readyz: some model is not loaded or warmed
+├── BatchQueueFullError (503)      the micro-batching queue is full (with Retry-After)
+└── BatchTimeoutError (503)        a call waited in the micro-batching queue past AE_BATCH_TIMEOUT_S
+
+Answers written before any route runs (API keys, admission) use `send_error`, in the same shape: `{"detail":
+...}`, or `{"error": ...}` under /v2, as the Open Inference Protocol has it.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ import logging
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope, Send
 
 __all__ = [
     "BadRequestError",
+    "BatchQueueFullError",
+    "BatchTimeoutError",
     "InvalidInputError",
     "ModelNotFoundError",
     "ModelUnavailableError",
@@ -31,7 +39,9 @@ __all__ = [
     "PayloadTooLargeError",
     "ServiceError",
     "UnsupportedMediaTypeError",
+    "error_key",
     "error_response",
+    "send_error",
     "service_error_handler",
     "unexpected_error_handler",
 ]
@@ -87,6 +97,14 @@ class NotReadyError(ServiceError):
     status_code = 503
 
 
+class BatchQueueFullError(ServiceError):
+    status_code = 503
+
+
+class BatchTimeoutError(ServiceError):
+    status_code = 503
+
+
 def error_response(status_code: int, detail: str, headers: dict[str, str] | None = None) -> Response:
     """The one error body shape: `{"detail": "..."}`."""
     return Response(
@@ -95,6 +113,21 @@ def error_response(status_code: int, detail: str, headers: dict[str, str] | None
         media_type="application/json",
         headers=headers,
     )
+
+
+def error_key(path: str) -> str:
+    """The error body's key for a request path: "error" for the v2 protocol's routes, else "detail"."""
+    return "error" if path == "/v2" or path.startswith("/v2/") else "detail"
+
+
+async def send_error(
+    scope: Scope, send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer a request at the ASGI level (before any route runs) with an error body in the path's shape."""
+    body = orjson.dumps({error_key(scope["path"]): message})
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": head + (headers or [])})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def service_error_handler(request: Request, exc: Exception) -> Response:

@@ -6,7 +6,10 @@ The lifespan loads the model repository (checked, warmed) and hands it to reques
 One plain ASGI middleware (`FrontMiddleware`) does, in order: metrics (counts every answer, refusals
 included), CORS (when configured, so preflights need no key), API keys (when any can be configured),
 admission (concurrency limit, bounded queue, request timeout). In the
-lifespan, SIGHUP reloads the models; at shutdown it waits for requests in flight to drain.
+lifespan, SIGHUP reloads the models. Graceful shutdown under `python -m service` is uvicorn's: it stops
+accepting, waits up to its timeout_graceful_shutdown for requests in flight, cancels the rest, and only then
+runs the lifespan's shutdown. The lifespan still waits (up to AE_DRAIN_TIMEOUT_S) for admitted requests to
+finish, for servers and in-process hosts that send the shutdown while requests are still running.
 """
 
 from __future__ import annotations
@@ -160,6 +163,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if on_main_thread:
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            # Under uvicorn nothing is left in flight by now (it drains and cancels before the lifespan
+            # shutdown); the ASGI spec does not ask servers to, so wait for the ones that do not.
             if not await gate.drained(settings.drain_timeout_s):
                 logger.warning("shutting down with %d requests still in flight", gate.active)
             gc.unfreeze()

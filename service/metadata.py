@@ -13,6 +13,7 @@ The ONNX graphs all take raw feature values (normalisation is baked in) and answ
 
 ``feature_errors`` is the squared error of each feature in the normalised space ((x - mean) / scale) and
 ``error`` is their mean over features: the per-sample reconstruction error the service scores anomalies by.
+`SCORE_OUTPUTS` names the fused graph's output that carries each anomaly score.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 __all__ = [
     "METADATA_FILE",
     "SCHEMA_VERSION",
+    "SCORE_OUTPUTS",
     "DataSummary",
     "GraphFile",
     "ModelMetadata",
@@ -47,6 +49,9 @@ _NAME_RE = re.compile(NAME_PATTERN)
 
 GraphRole = Literal["encoder", "decoder", "model"]
 ScoreName = Literal["mse", "neg_elbo"]
+
+SCORE_OUTPUTS: dict[ScoreName, str] = {"mse": "error", "neg_elbo": "neg_elbo"}
+"""The fused graph's output tensor that carries each anomaly score (`mse` is the per-sample `error`)."""
 
 
 class _Strict(BaseModel):
@@ -199,7 +204,8 @@ class ModelMetadata(_Strict):
     opset: int = Field(ge=17)
     normalisation: Normalisation
     scores: list[ScoreName] = ["mse"]
-    """Anomaly scores the fused graph outputs (`mse` -> output `error`, `neg_elbo` -> output `neg_elbo`)."""
+    """Anomaly scores the fused graph outputs, each in the output `SCORE_OUTPUTS[score]` (`mse` -> `error`,
+    `neg_elbo` -> `neg_elbo`)."""
     default_score: ScoreName = "mse"
     calibration: dict[ScoreName, ScoreCalibration] = {}
     """Per score, its held-out distribution and default threshold. Empty when the model was not calibrated."""

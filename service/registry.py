@@ -66,11 +66,10 @@ class RegistrySnapshot:
     def get(self, name: str, version: int | None = None) -> OnnxModel:
         """The model `name` at `version` (default: the latest loaded version)."""
         loaded = self.models.get(name)
-        failed = [f for f in self.failures if f.name == name and (version is None or f.version == version)]
         if loaded is None or (version is not None and version not in loaded):
-            if failed:
-                f = failed[0]
-                raise ModelUnavailableError(f"model {name} version {f.version} failed to load: {f.error}")
+            for f in self.failures:
+                if f.name == name and (version is None or f.version == version):
+                    raise ModelUnavailableError(f"model {name} version {f.version} failed to load: {f.error}")
             if loaded is None:
                 available = ", ".join(self.names()) or "none"
                 raise ModelNotFoundError(f"unknown model {name!r}; available models: {available}")

@@ -17,14 +17,13 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from service.errors import InvalidInputError, NotGenerativeError
-from service.metadata import GraphRole, ModelMetadata, ScoreName
+from service.metadata import SCORE_OUTPUTS, GraphRole, ModelMetadata, ScoreName
 
 __all__ = ["Encoded", "Float32Array", "ModelLoadError", "OnnxModel", "Scored", "default_providers"]
 
 Float32Array = npt.NDArray[np.float32]
 
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-_SCORE_OUTPUT: dict[str, str] = {"mse": "error", "neg_elbo": "neg_elbo"}
 
 
 class ModelLoadError(Exception):
@@ -142,7 +141,7 @@ class OnnxModel:
             "encoder": ["latent"],
             "decoder": ["reconstruction"],
             "model": ["latent", "reconstruction", "feature_errors", "error"],
-        }[role] + [_SCORE_OUTPUT[s] for s in self.metadata.scores if role == "model"]
+        }[role] + [SCORE_OUTPUTS[s] for s in self.metadata.scores if role == "model"]
         lacking = [o for o in required if o not in outputs]
         if lacking:
             raise ModelLoadError(f"{role} graph lacks required outputs {lacking} ({outputs} present)")
@@ -168,9 +167,7 @@ class OnnxModel:
         x = np.zeros((1, self.input_dim), dtype=np.float32)
         encoded = self.encode(x)
         recon = self.decode(encoded.latent)
-        outputs = dict(
-            zip(self._model_outputs, self._sessions["model"].run(None, {self._model_in: x}), strict=True)
-        )
+        outputs = self.run_model(x)
         checks = [
             ("encoder latent", encoded.latent.shape, (1, self.latent_dim)),
             ("decoder reconstruction", recon.shape, (1, self.input_dim)),
@@ -220,7 +217,7 @@ class OnnxModel:
             raise InvalidInputError(
                 f"model {self.metadata.name} has no score {name!r}; expected one of {self.metadata.scores}"
             )
-        wanted = [_SCORE_OUTPUT[name]] + (["feature_errors"] if per_feature else [])
+        wanted = [SCORE_OUTPUTS[name]] + (["feature_errors"] if per_feature else [])
         out = self._sessions["model"].run(wanted, {self._model_in: x})
         return Scored(out[0], out[1] if per_feature else None)
 

@@ -29,7 +29,7 @@ from starlette.responses import Response
 
 import service
 from service.api import AppState
-from service.codec import read_body
+from service.codec import check_rows, checked_float32, parse_json_object, read_body
 from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeError, ServiceError
 from service.metrics import MODEL_SCOPE_KEY
 from service.runtime import Float32Array, OnnxModel
@@ -64,7 +64,6 @@ _DATATYPES: dict[str, np.dtype[Any]] = {
     "UINT32": np.dtype("<u4"),
     "UINT64": np.dtype("<u8"),
 }
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # --- documented shapes (the handlers answer with orjson; these models document the schema) -----------------
@@ -288,20 +287,7 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
         if not 0 <= n <= len(body):
             raise BadRequestError(f"{HEADER_LENGTH} is {n} but the body has only {len(body)} bytes")
         json_part, binary = body[:n], body[n:]
-    if not json_part.strip():
-        raise BadRequestError("empty inference request; expected a JSON object with `inputs`")
-    try:
-        header = orjson.loads(json_part)
-    except orjson.JSONDecodeError as exc:
-        # Python's json writes NaN and Infinity bare; they are bad values rather than bad JSON.
-        if b"NaN" in json_part or b"Infinity" in json_part:
-            raise InvalidInputError(
-                "the inference request contains NaN or Infinity; expected finite numbers"
-            ) from None
-        raise BadRequestError(f"malformed JSON inference request: {exc}") from None
-    if not isinstance(header, dict):
-        raise BadRequestError(f"the inference request is a JSON {type(header).__name__}; expected an object")
-    return header, binary
+    return parse_json_object(json_part, "inference request", "an object with `inputs`"), binary
 
 
 def _is_number(value: object) -> bool:
@@ -331,13 +317,7 @@ def _tensor(
     shape = [int(d) for d in shape]
     if len(shape) != 2 or shape[1] != width:
         raise InvalidInputError(f"input {name!r} has shape {shape}; expected [batch, {width}]")
-    if shape[0] == 0:
-        raise InvalidInputError(f"input {name!r} is an empty batch; expected at least one row")
-    if shape[0] > max_rows:
-        raise PayloadTooLargeError(
-            f"input {name!r} has {shape[0]} rows, over the limit of {max_rows} rows per request "
-            "(AE_MAX_BATCH_ROWS)"
-        )
+    check_rows(shape[0], f"input {name!r}", max_rows)
     dtype = _DATATYPES.get(datatype) if isinstance(datatype, str) else None
     if dtype is None:
         raise InvalidInputError(
@@ -383,12 +363,7 @@ def _tensor(
         if values.size != count:
             raise InvalidInputError(f"input {name!r} has {values.size} values; shape {shape} needs {count}")
         arr = values.reshape(shape)
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        i, j = np.argwhere(~np.isfinite(arr))[0]
-        raise InvalidInputError(f"input {name!r} [{i}][{j}] is {arr[i, j]}; expected finite numbers")
-    if arr.dtype != np.float32 and arr.size and float(np.abs(arr).max()) > _FLOAT32_MAX:
-        raise InvalidInputError(f"input {name!r} has values outside the float32 range (±{_FLOAT32_MAX:.4g})")
-    return np.ascontiguousarray(arr, dtype=np.float32), offset
+    return checked_float32(arr, f"input {name}", width), offset
 
 
 def _wants_binary(parameters: object, default: bool, where: str) -> bool:
@@ -439,6 +414,11 @@ def parse_request(header: dict[str, Any], binary: bytes, model: OnnxModel, max_r
         outputs = []
         for item in requested:
             name = item.get("name") if isinstance(item, dict) else None
+            if name is not None and not isinstance(name, str):
+                raise BadRequestError(
+                    f"output name {name!r} is a {type(name).__name__}; expected a string, one of "
+                    f"{list(available)}"
+                )
             if name not in available:
                 raise BadRequestError(
                     f"unknown output {name!r} for model {model.metadata.name}; "

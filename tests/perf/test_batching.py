@@ -89,7 +89,8 @@ def test_microbatcher_full_queue_refuses_with_retry_after() -> None:
 
 
 def test_microbatcher_deadline_expiry_answers_timeout_without_running() -> None:
-    fn = Recorder(delay_s=0.3)
+    # The first run outlasts the late calls' deadlines by a wide margin, even on a stalled machine.
+    fn = Recorder(delay_s=1.0)
     # inline_max_rows=0: runs go to a thread, so calls queue behind the slow first run.
     batcher = MicroBatcher(fn, max_rows=2, queue_rows=10, timeout_s=0.05, inline_max_rows=0)
 
@@ -120,7 +121,8 @@ def test_microbatcher_error_reaches_every_caller_of_the_run() -> None:
 
 def test_microbatcher_max_wait_collects_calls_that_arrive_later() -> None:
     fn = Recorder()
-    batcher = MicroBatcher(fn, max_rows=64, max_wait_s=0.05)
+    # A wait far longer than the gap between the two calls, so that a stalled machine still coalesces them.
+    batcher = MicroBatcher(fn, max_rows=64, max_wait_s=0.5)
 
     async def scenario() -> list[Any]:
         first = asyncio.ensure_future(batcher.submit(_rows(1, 0)))

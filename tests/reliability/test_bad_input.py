@@ -82,6 +82,15 @@ def _tensor_cases() -> Iterator[tuple[str, Case]]:
                 b'{"model": "tiny", ',
                 {"content-type": "application/json"},
             ),
+            # NaN elsewhere in the text (here a model name) does not make a truncated body a NaN error.
+            "malformed-json-nan-in-string": Case(
+                "POST",
+                path,
+                400,
+                "malformed JSON",
+                b'{"model": "NaN-Infinity", ',
+                {"content-type": "application/json"},
+            ),
             "empty-body": Case(
                 "POST", path, 400, "empty request body", b"", {"content-type": "application/json"}
             ),
@@ -322,6 +331,9 @@ def _v2_cases() -> Iterator[tuple[str, Case]]:
     )
     cases = {
         "malformed-json": Case("POST", infer, 400, "malformed JSON", b'{"inputs": [', {}),
+        "malformed-json-nan-in-string": Case(
+            "POST", infer, 400, "malformed JSON", b'{"id": "NaN", "inputs": [', {}
+        ),
         "empty-body": Case("POST", infer, 400, "empty inference request", b"", {}),
         "not-object": _json(infer, [1], 400, "expected an object"),
         "missing-inputs": _json(infer, {}, 400, "`inputs` must be a list"),
@@ -341,6 +353,12 @@ def _v2_cases() -> Iterator[tuple[str, Case]]:
         "data-ragged": _json(infer, request(data=[[1.0, 2.0], [3.0]]), 400, "must be numbers"),
         "data-count": _json(infer, request(data=ROW[:3]), 400, "has 3 values"),
         "data-missing": _json(infer, request(data=None), 400, "no `data` list"),
+        "output-name-list": _json(
+            infer, {**request(), "outputs": [{"name": ["latent"]}]}, 400, "expected a string, one of"
+        ),
+        "output-name-object": _json(
+            infer, {**request(), "outputs": [{"name": {"a": 1}}]}, 400, "expected a string, one of"
+        ),
         "nan": Case("POST", infer, 400, "NaN", orjson.dumps(request()).replace(b"1.0", b"NaN", 1), {}),
         "infinity": Case(
             "POST", infer, 400, "Infinity", orjson.dumps(request()).replace(b"1.0", b"-Infinity", 1), {}
@@ -457,3 +475,54 @@ def test_bad_input_matrix_covers_every_post_route(client: Any) -> None:
     tested = {p.replace("/v2/models/tiny/", "/v2/models/{name}/") for p in tested}
     missing = {p for p in posts if p not in tested and not p.startswith("/admin/")}
     assert not missing, f"routes without bad-input cases: {missing}"
+
+
+def test_client_disconnect_mid_body_is_quiet_and_not_counted_as_500(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from service.main import create_app
+    from service.settings import Settings
+    from tests.conftest import FIXTURE_MODELS
+
+    app = create_app(Settings(models_dir=FIXTURE_MODELS))
+    sent: list[dict[str, Any]] = []
+
+    async def scenario() -> str:
+        async with app.router.lifespan_context(app) as state:
+            messages = iter(
+                [
+                    {"type": "http.request", "body": b'{"model": "tiny", "inp', "more_body": True},
+                    {"type": "http.disconnect"},
+                ]
+            )
+
+            async def receive() -> dict[str, Any]:
+                return next(messages)
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "POST",
+                "scheme": "http",
+                "path": "/denoise",
+                "raw_path": b"/denoise",
+                "root_path": "",
+                "query_string": b"",
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+                "client": ("127.0.0.1", 5000),
+                "server": ("127.0.0.1", 8000),
+                "state": dict(state),
+            }
+            await app(scope, receive, send)
+            metrics = state["ae"].metrics
+            return metrics.render().decode()
+
+    text = asyncio.run(scenario())
+    assert not sent, "nobody is left to answer"
+    assert 'status="500"' not in text
+    assert 'ae_requests_total{endpoint="/denoise",model="",status="499"} 1.0' in text
+    assert not [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"} or r.exc_info], caplog.text

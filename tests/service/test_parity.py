@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.calibration import rate_for_threshold, threshold_for_rate
+from service.calibration import threshold_for_rate
 from service.metadata import ModelMetadata, ScoreCalibration
 
 X = np.random.default_rng(42).normal(5.0, 2.0, (16, 4)).astype(np.float32)  # (batch, input_dim)
@@ -106,11 +106,11 @@ def test_threshold_for_rate_interpolates_linearly() -> None:
     assert threshold_for_rate(cal, 0.055) == pytest.approx(3.0)  # level 0.945: halfway between 0.9 and 0.99
 
 
-def test_rate_for_threshold_inverts_interpolation() -> None:
+def test_calibration_rate_for_inverts_interpolation() -> None:
     cal = _calibration({"0.5": 1.0, "0.9": 2.0, "0.99": 4.0})
-    assert rate_for_threshold(cal, 3.0) == pytest.approx(0.055)
-    assert rate_for_threshold(cal, 10.0) is None
-    assert rate_for_threshold(cal, threshold_for_rate(cal, 0.2)) == pytest.approx(0.2)
+    assert cal.rate_for(3.0) == pytest.approx(0.055)
+    assert cal.rate_for(10.0) is None
+    assert cal.rate_for(threshold_for_rate(cal, 0.2)) == pytest.approx(0.2)
 
 
 def test_request_threshold_reports_its_false_alarm_rate(client: Any, fixture_models: Path) -> None:
