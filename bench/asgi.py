@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import gc
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -140,27 +141,33 @@ async def _measure(repo: Path, n: int, batching: bool, concurrency: int) -> list
 
     service = create_app(Settings(models_dir=repo, batching=batching))
     service_state, service_context = await _lifespan_state(service)
+    # The floor app answers each case with the service's answer, read from this directory.
     answers = Path(tempfile.mkdtemp(prefix="ae-asgi-answers-"))
-    for label, request in cases:
-        caller = _Caller(service, service_state, request)
-        await caller()
-        case = dict(request[2])[CASE_HEADER.lower().encode()].decode()
-        (answers / f"{case}.body").write_bytes(caller.answer)
-        media = "application/json" if " json " in f" {label} " else "application/octet-stream"
-        (answers / f"{case}.type").write_text(media)
-    os.environ[ANSWERS_ENV] = str(answers)
-    floor = create_floor_app()
-    floor_state, floor_context = await _lifespan_state(floor)
+    try:
+        for label, request in cases:
+            caller = _Caller(service, service_state, request)
+            await caller()
+            case = dict(request[2])[CASE_HEADER.lower().encode()].decode()
+            (answers / f"{case}.body").write_bytes(caller.answer)
+            media = "application/json" if " json " in f" {label} " else "application/octet-stream"
+            (answers / f"{case}.type").write_text(media)
+        os.environ[ANSWERS_ENV] = str(answers)
+        floor = create_floor_app()
+        floor_state, floor_context = await _lifespan_state(floor)
 
-    results = []
-    gc.collect()
-    for label, request in cases:
-        count = n // 8 if label.endswith("b64") else n
-        service_us = await _per_request_cpu_us(_Caller(service, service_state, request), count, concurrency)
-        floor_us = await _per_request_cpu_us(_Caller(floor, floor_state, request), count, concurrency)
-        results.append((label, service_us, floor_us))
-    await floor_context.__aexit__(None, None, None)
-    await service_context.__aexit__(None, None, None)
+        results = []
+        gc.collect()
+        for label, request in cases:
+            count = n // 8 if label.endswith("b64") else n
+            service_us = await _per_request_cpu_us(
+                _Caller(service, service_state, request), count, concurrency
+            )
+            floor_us = await _per_request_cpu_us(_Caller(floor, floor_state, request), count, concurrency)
+            results.append((label, service_us, floor_us))
+        await floor_context.__aexit__(None, None, None)
+    finally:
+        await service_context.__aexit__(None, None, None)
+        shutil.rmtree(answers, ignore_errors=True)
     return results
 
 
@@ -171,16 +178,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight at once")
     parser.add_argument("--batching", choices=["on", "off"], default="on")
     args = parser.parse_args(argv)
-    repo = args.repo
-    if repo is None:
-        repo = build_repository(Path(tempfile.mkdtemp(prefix="ae-asgi-")), "digits-plain")
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    results = asyncio.run(_measure(repo, args.n, args.batching == "on", args.concurrency))
+    if args.repo is not None:
+        results = asyncio.run(_measure(args.repo, args.n, args.batching == "on", args.concurrency))
+    else:
+        built = Path(tempfile.mkdtemp(prefix="ae-asgi-"))
+        try:
+            repo = build_repository(built, "digits-plain")
+            results = asyncio.run(_measure(repo, args.n, args.batching == "on", args.concurrency))
+        finally:
+            shutil.rmtree(built, ignore_errors=True)
     print(f"CPU µs per request (process_time), batching {args.batching}, concurrency {args.concurrency}")
     print(f"{'case':<28} {'service':>9} {'floor':>9} {'added':>9}")
     for label, service_us, floor_us in results:

@@ -23,7 +23,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -259,13 +259,10 @@ def build_calls(models: list[OnnxModel], seed: int = 0) -> list[tuple[float, Cal
 class Stats:
     requests: int = 0
     connection_errors: int = 0
-    statuses: Counter[int] | None = None
-    kinds: Counter[str] | None = None
-    wrong: Counter[str] | None = None
-    latencies: list[float] | None = None
-
-    def __post_init__(self) -> None:
-        self.statuses, self.kinds, self.wrong, self.latencies = Counter(), Counter(), Counter(), []
+    statuses: Counter[int] = field(default_factory=Counter)
+    kinds: Counter[str] = field(default_factory=Counter)
+    wrong: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
 
 
 async def run_traffic(url: str, calls: list[tuple[float, Call]], concurrency: int, seconds: float) -> Stats:
@@ -286,15 +283,15 @@ async def run_traffic(url: str, calls: list[tuple[float, Call]], concurrency: in
                     )
                 except httpx.TransportError as exc:
                     stats.connection_errors += 1
-                    stats.wrong[f"{call.kind}: {type(exc).__name__}"] += 1  # type: ignore[index]
+                    stats.wrong[f"{call.kind}: {type(exc).__name__}"] += 1
                     continue
-                stats.latencies.append(time.perf_counter() - start)  # type: ignore[union-attr]
+                stats.latencies.append(time.perf_counter() - start)
                 stats.requests += 1
-                stats.statuses[r.status_code] += 1  # type: ignore[index]
-                stats.kinds[call.kind] += 1  # type: ignore[index]
+                stats.statuses[r.status_code] += 1
+                stats.kinds[call.kind] += 1
                 problem = call.check(r)
                 if problem:
-                    stats.wrong[f"{call.kind}: {problem[:120]}"] += 1  # type: ignore[index]
+                    stats.wrong[f"{call.kind}: {problem[:120]}"] += 1
 
     await asyncio.gather(*(client_loop(i) for i in range(concurrency)))
     return stats
@@ -311,6 +308,17 @@ def worker_pids(master: int) -> list[int]:
         pid for pid in children if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
     return workers or [master]
+
+
+def wait_for_workers(master: int, workers: int, timeout: float = 60.0) -> list[int]:
+    """The server's worker PIDs once `workers` of them run: /readyz answers as soon as the first worker is
+    up, and a later one would otherwise look like a restart (and be missing from the start memory)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = worker_pids(master)
+        if len(pids) >= workers or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.2)
 
 
 def rss_bytes(pids: list[int]) -> int:
@@ -366,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     calls = build_calls(models)
     proc, url = start_server(args.models, args.workers)
     try:
-        pids = worker_pids(proc.pid)
+        pids = wait_for_workers(proc.pid, args.workers)
+        if len(pids) < args.workers:
+            raise SystemExit(f"only {len(pids)} of {args.workers} workers started within 60 s: {pids}")
         print(f"server {url}: master {proc.pid}, workers {pids}; {len(calls)} request kinds", flush=True)
         asyncio.run(run_traffic(url, calls, args.concurrency, args.warm_up))
         rss_start = rss_bytes(pids)
@@ -378,7 +388,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         proc.terminate()
         rc = proc.wait(timeout=60)
-    assert stats.statuses is not None and stats.latencies is not None and stats.wrong is not None
     server_errors = sum(n for s, n in stats.statuses.items() if s >= 500)
     growth = (rss_end - rss_start) / rss_start
     result = {

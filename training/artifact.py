@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import cast
 
 import torch
 
 from service.metadata import (
+    SCORE_OUTPUTS,
     DataSummary,
     GraphFile,
     ModelMetadata,
@@ -25,13 +25,21 @@ from service.metadata import (
 from training.calibration import calibrate
 from training.config import TrainConfig
 from training.data import Array, Dataset, Normaliser, split_rows
-from training.export import OPSET, export_graphs, score_output
+from training.evaluate import split_training_rows, training_rows
+from training.export import OPSET, export_graphs
 from training.figures import save_loss_curves, save_reconstructions, save_samples
 from training.metrics import held_out_metrics
 from training.scoring import run_graph
 from training.train import TrainResult, train_model
 
-__all__ = ["TrainedVersion", "calibrate_graph", "next_version", "recalibrate_version", "train_version"]
+__all__ = [
+    "TrainedVersion",
+    "calibrate_graph",
+    "next_version",
+    "recalibrate_version",
+    "recalibrated",
+    "train_version",
+]
 
 
 @dataclass(frozen=True)
@@ -57,21 +65,26 @@ def calibrate_graph(
 ) -> dict[ScoreName, ScoreCalibration]:
     """Each score's calibration from the validation rows, scored by the exported fused graph itself."""
     outputs = run_graph(directory, graph, x_val)
-    return {score: calibrate(outputs[score_output(score)], false_alarm_rate) for score in scores}
+    return {score: calibrate(outputs[SCORE_OUTPUTS[score]], false_alarm_rate) for score in scores}
 
 
-def recalibrate_version(directory: Path, dataset: Dataset) -> ModelMetadata:
-    """Calibrate a written version again on its own validation rows (after its graphs changed, e.g. int8)."""
+def recalibrated(directory: Path, metadata: ModelMetadata, x_val: Array) -> ModelMetadata:
+    """`metadata` with its scores calibrated again on the validation rows `x_val`, through the fused graph
+    now in `directory`, at the recorded target false-alarm rate."""
+    rate = next(iter(metadata.calibration.values())).false_alarm_rate if metadata.calibration else 0.01
+    calibration = calibrate_graph(directory, metadata.graphs["model"], metadata.scores, x_val, rate)
+    return metadata.model_copy(update={"calibration": calibration})
+
+
+def recalibrate_version(directory: Path, dataset: Dataset | None = None) -> ModelMetadata:
+    """Calibrate a written version again on its own validation rows (after its graphs changed, e.g. int8).
+
+    The rows are its training data (`dataset`, else its recorded source reloaded) split again as training
+    split them, and checked against the metadata (row count, per-feature ranges); DataError when they differ.
+    """
     meta = ModelMetadata.read(directory)
-    training = meta.training
-    split = split_rows(
-        len(dataset.x), float(training["validation_fraction"]), meta.seed, int(training["test_every"])
-    )
-    rate = next(iter(meta.calibration.values())).false_alarm_rate if meta.calibration else 0.01
-    calibration = calibrate_graph(
-        directory, meta.graphs["model"], meta.scores, dataset.x[split.validation], rate
-    )
-    updated = meta.model_copy(update={"calibration": calibration})
+    rows = training_rows(meta) if dataset is None else split_training_rows(meta, dataset.x, dataset.source)
+    updated = recalibrated(directory, meta, rows.validation)
     updated.write(directory)
     return updated
 
@@ -118,12 +131,14 @@ def train_version(
         calibration = calibrate_graph(
             directory,
             graphs["model"],
-            cast(tuple[ScoreName, ...], model.scores),
+            model.scores,
             x_val,
             config.false_alarm_rate,
         )
         held_out = x_test if len(x_test) else x_val
-        metrics = held_out_metrics(model, normaliser, x_train, held_out, dataset.image_shape is not None)
+        metrics = held_out_metrics(
+            model, normaliser, x_train, held_out, dataset.image_shape is not None, seed=config.seed
+        )
         metrics |= {
             "train_mse": result.history.train_reconstruction[result.best_epoch],
             "validation_mse": result.history.validation_reconstruction[result.best_epoch],
@@ -161,7 +176,7 @@ def train_version(
             normalisation=Normalisation(
                 kind=normaliser.kind, offset=normaliser.offset.tolist(), scale=normaliser.scale.tolist()
             ),
-            scores=list(cast(tuple[ScoreName, ...], model.scores)),
+            scores=list(model.scores),
             default_score="mse",
             calibration=calibration,
             metrics=metrics,

@@ -6,14 +6,13 @@ Each variant's own options (--l1, --rho, --beta, ...) come from the `hyperparame
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
-from service.metadata import is_valid_name
-from training.artifact import TrainedVersion, recalibrate_version, train_version
+from service.metadata import ModelMetadata, is_valid_name
+from training.arguments import OneLineParser, number
+from training.artifact import TrainedVersion, train_version
 from training.config import TrainConfig
 from training.data import BUILTIN_DATASETS, DataError, load_data
 from training.evaluate import add_evaluate_command, run_evaluate
@@ -28,24 +27,6 @@ SHOWN_METRICS = ("test_mse", "test_mse_raw", "pca_mse", "mse_to_pca_ratio")
 
 class CliError(Exception):
     """Bad command-line input; printed as one line."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _number(kind: Callable[[str], float], low: float, high: float = math.inf) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not (low <= value <= high) or math.isnan(value):
-            raise argparse.ArgumentTypeError(f"expected a value in [{low}, {high}], got {text}")
-        return value
-
-    return parse
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -68,8 +49,8 @@ def _variant_options() -> dict[str, HyperParameter]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m training", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="python -m training", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     defaults = TrainConfig()
 
     train = commands.add_parser("train", help="train one variant and write DIR/NAME/<next version>/")
@@ -94,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument(
             f"--{p.name.replace('_', '-')}",
             dest=f"hp_{p.name}",
-            type=_number(float, p.minimum, p.maximum),
+            type=number(float, p.minimum, p.maximum),
             help=f"{p.help} ({', '.join(owners)}; default {p.default})",
         )
 
@@ -107,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _common_options(parser: argparse.ArgumentParser, d: TrainConfig) -> None:
-    positive_int = _number(int, 1)
+    positive_int = number(int, 1)
     parser.add_argument(
         "--latent-dim", type=positive_int, help="code size (default: the variant's, mostly 16)"
     )
@@ -121,12 +102,10 @@ def _common_options(parser: argparse.ArgumentParser, d: TrainConfig) -> None:
         help="gradient-step budget when --epochs is unset (default: the variant's)",
     )
     parser.add_argument("--batch-size", type=positive_int, default=d.batch_size)
-    parser.add_argument("--lr", type=_number(float, 1e-8, 10.0), default=d.lr)
-    parser.add_argument("--weight-decay", type=_number(float, 0.0), default=d.weight_decay)
+    parser.add_argument("--lr", type=number(float, 1e-8, 10.0), default=d.lr)
+    parser.add_argument("--weight-decay", type=number(float, 0.0), default=d.weight_decay)
     parser.add_argument("--patience", type=positive_int, default=d.patience, help="in gradient steps")
-    parser.add_argument(
-        "--validation-fraction", type=_number(float, 0.01, 0.9), default=d.validation_fraction
-    )
+    parser.add_argument("--validation-fraction", type=number(float, 0.01, 0.9), default=d.validation_fraction)
     parser.add_argument(
         "--normalisation", choices=["standard", "minmax", "identity"], default=d.normalisation
     )
@@ -136,8 +115,8 @@ def _common_options(parser: argparse.ArgumentParser, d: TrainConfig) -> None:
         help="one normalisation scale for all features, for features in the same units such as pixels "
         "(default: on for images, i.e. digits or a 3-D .npy, off otherwise)",
     )
-    parser.add_argument("--false-alarm-rate", type=_number(float, 1e-6, 0.5), default=d.false_alarm_rate)
-    parser.add_argument("--seed", type=_number(int, 0), default=d.seed)
+    parser.add_argument("--false-alarm-rate", type=number(float, 1e-6, 0.5), default=d.false_alarm_rate)
+    parser.add_argument("--seed", type=number(int, 0), default=d.seed)
     parser.add_argument("--threads", type=positive_int, default=d.threads)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -210,9 +189,7 @@ def run(argv: Sequence[str] | None = None) -> None:
         report = quantise_version(trained.directory, rows=dataset.x, apply=True)
         print(f"  int8: {'kept' if report.kept else 'not kept'}: {report.reason}")
         if report.kept:
-            # The int8 graphs score a little differently: their thresholds come from their own scores.
-            recalibrated = recalibrate_version(trained.directory, dataset)
-            for score, cal in recalibrated.calibration.items():
+            for score, cal in ModelMetadata.read(trained.directory).calibration.items():
                 print(f"  threshold[{score}] = {cal.threshold:.6g} (int8 graphs)")
 
 

@@ -16,6 +16,7 @@ from training.config import NormalisationKind
 __all__ = [
     "BUILTIN_DATASETS",
     "MIN_ROWS",
+    "MIN_TRAIN_ROWS",
     "DataError",
     "Dataset",
     "Normaliser",
@@ -27,8 +28,11 @@ __all__ = [
 
 Array = npt.NDArray[np.float32]
 
-# Fewer rows than this cannot give a training, a validation and (by default) a test split worth the name.
-MIN_ROWS = 10
+# The fewest training rows `split_rows` leaves after the test and validation splits.
+MIN_TRAIN_ROWS = 8
+# The fewest rows any split can use: 2 validation rows and MIN_TRAIN_ROWS training rows, with no test split.
+# Whether the rows suffice for the chosen splits is `split_rows`' check (the defaults need 13).
+MIN_ROWS = MIN_TRAIN_ROWS + 2
 
 
 class DataError(ValueError):
@@ -89,8 +93,15 @@ def validate_rows(x: npt.NDArray[Any], source: str) -> Array:
 
 
 def _read_csv(path: Path) -> npt.NDArray[np.float64]:
-    with path.open(newline="") as handle:
-        rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    # utf-8-sig also reads plain UTF-8, and drops the byte-order mark some spreadsheets write.
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path.name}: not UTF-8 text (found byte {exc.object[exc.start : exc.start + 1]!r}); "
+            "expected a UTF-8 CSV file of numbers"
+        ) from None
     if not rows:
         raise DataError(f"{path.name}: the CSV file is empty")
     # A first row that does not parse as numbers is taken as a header.
@@ -167,10 +178,10 @@ def split_rows(n_rows: int, validation_fraction: float, seed: int, test_every: i
     rest = index[~is_test]
     shuffled = np.random.default_rng(seed).permutation(rest)
     n_val = max(2, round(validation_fraction * len(rest)))
-    if len(rest) - n_val < 8:
+    if len(rest) - n_val < MIN_TRAIN_ROWS:
         raise DataError(
             f"too few rows: {n_rows} rows leave {len(rest) - n_val} for training after the test and "
-            f"validation splits, expected at least 8"
+            f"validation splits, expected at least {MIN_TRAIN_ROWS}"
         )
     return Split(np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val]), index[is_test])
 
@@ -192,7 +203,7 @@ class Normaliser:
         """
         columns = x.reshape(-1, 1) if shared else x
         if kind == "standard":
-            offset, spread = x.mean(axis=0), columns.std(axis=0)
+            offset, spread = columns.mean(axis=0), columns.std(axis=0)
         elif kind == "minmax":
             offset, spread = columns.min(axis=0), columns.max(axis=0) - columns.min(axis=0)
         else:

@@ -8,11 +8,13 @@ fitted on the model's own training rows:
   (the k with the highest held-out probabilistic-PCA log-likelihood, a choice that needs no anomalies);
 - IsolationForest (scikit-learn defaults, the model's seed).
 
-Each baseline's threshold is set like the model's: the (1 - target false-alarm rate) quantile of its scores
-on the validation split. The training rows are recovered from the metadata: `data.source` is reloaded (a
-built-in data set, or a file of that name relative to the working directory, or `--train PATH`) and split
-again with the recorded seed, validation fraction and test_every; the recovered training rows must match the
-recorded per-feature ranges.
+Each baseline's threshold is set like the model's, by `training.calibration.calibrate` on its scores on the
+validation split: an upper confidence bound on the (1 - target false-alarm rate) quantile of those scores,
+not the empirical quantile, which promises too low a false-alarm rate when the split is small.
+
+The training rows are recovered from the metadata: `data.source` is reloaded (a built-in data set, or a file
+of that name relative to the working directory, or `--train PATH`) and split again with the recorded seed,
+validation fraction and test_every; the recovered training rows must match the recorded per-feature ranges.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ __all__ = [
     "roc_curve",
     "run_evaluate",
     "save_roc_plot",
+    "split_training_rows",
     "training_rows",
 ]
 
@@ -172,6 +175,12 @@ def training_rows(metadata: ModelMetadata, train: str | None = None) -> Training
             f"model {metadata.name} v{metadata.version} was trained on {source!r}, which is neither a "
             "built-in data set nor a file here; pass --train PATH with the data it was trained on"
         )
+    return split_training_rows(metadata, load_rows(source, metadata, "--train"), source)
+
+
+def split_training_rows(metadata: ModelMetadata, x: Array, source: str) -> TrainingRows:
+    """Re-create the model's split of its training data `x` (all rows, as given to training), checked
+    against the metadata: the same row count and the recorded per-feature ranges of the training rows."""
     summary = metadata.data
     try:
         validation_fraction = float(metadata.training["validation_fraction"])
@@ -181,7 +190,11 @@ def training_rows(metadata: ModelMetadata, train: str | None = None) -> Training
             f"model {metadata.name} v{metadata.version}: its metadata records no training "
             "validation_fraction, expected a model written by `python -m training train`"
         ) from None
-    x = load_rows(source, metadata, "--train")
+    if x.ndim != 2 or x.shape[1] != metadata.input_dim:
+        raise EvaluationError(
+            f"--train: {source} has rows of shape {tuple(x.shape[1:])}, expected {metadata.input_dim} "
+            f"features (the input_dim of model {metadata.name} v{metadata.version})"
+        )
     n_rows = summary.n_train + summary.n_validation + summary.n_test
     if len(x) != n_rows:
         raise EvaluationError(

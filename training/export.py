@@ -19,11 +19,11 @@ import onnxruntime as ort
 import torch
 from torch import Tensor, nn
 
-from service.metadata import GraphFile, GraphRole
+from service.metadata import SCORE_OUTPUTS, GraphFile, GraphRole
 from training.data import Array, Normaliser
 from training.variants import Autoencoder
 
-__all__ = ["OPSET", "ExportError", "GraphSpec", "export_graphs", "graph_modules", "score_output", "sha256"]
+__all__ = ["OPSET", "ExportError", "GraphSpec", "export_graphs", "graph_modules", "sha256"]
 
 OPSET = 17
 # Parity tolerance between ONNX Runtime and torch, relative to the output's magnitude when that exceeds 1.
@@ -32,11 +32,6 @@ PARITY_ATOL = 1e-5
 
 class ExportError(RuntimeError):
     """The exported graph does not reproduce torch's outputs."""
-
-
-def score_output(score: str) -> str:
-    """The fused graph's output tensor carrying `score` ("mse" is the per-sample `error`)."""
-    return "error" if score == "mse" else score
 
 
 class _Normalised(nn.Module):
@@ -81,7 +76,8 @@ class GraphSpec:
 def graph_modules(model: Autoencoder, normaliser: Normaliser) -> list[GraphSpec]:
     """The three graphs of a model as torch modules taking and giving raw units."""
     codes = list(model.encoder_outputs)
-    fused_out = [*codes, "reconstruction", "feature_errors", "error", *map(score_output, model.scores[1:])]
+    # The fused graph outputs `error` (the mse score) and then each extra score, in `scores` order.
+    fused_out = [*codes, "reconstruction", "feature_errors", *(SCORE_OUTPUTS[s] for s in model.scores)]
     return [
         GraphSpec("encoder", EncoderGraph(model, normaliser).eval(), ["x"], codes),
         GraphSpec("decoder", DecoderGraph(model, normaliser).eval(), ["latent"], ["reconstruction"]),

@@ -4,20 +4,23 @@
 time. Whether that is faster depends on the CPU and the model (ONNX Runtime's issues report slowdowns on
 some CPUs), so it is measured, never assumed: the quantised graphs replace the float ones only when the
 fused graph is faster at batch 1 and batch 64 on this machine and the mean reconstruction error on the
-given rows drifts by at most `max_drift` (1%). The metadata's sha256 entries are updated, and the
-measurements are recorded in its `metrics` (`int8_*`).
+given rows drifts by at most `max_drift` (1%). The metadata's sha256 entries are updated, the
+measurements are recorded in its `metrics` (`int8_*`), and the scores are calibrated again through the int8
+graphs on the version's validation rows (its training data split again as training split it), since the
+int8 graphs score a little differently from the float ones.
 
-    python -m training.quantize models/digits-plain/1 [--apply] [--max-drift 0.01]
+    python -m training.quantize models/digits-plain/1 [--apply] [--max-drift 0.01] [--train PATH]
 
-Without --apply it only measures and prints the verdict.
+Without --apply it only measures and prints the verdict. --apply needs the training data: its recorded
+source reloaded, or `--train PATH` when that is not a built-in data set or a file here.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -28,8 +31,11 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from service.metadata import GraphFile, GraphRole, ModelMetadata
-from training.data import Array, load_data
+from service.metadata import METADATA_FILE, GraphFile, GraphRole, ModelMetadata
+from training.arguments import OneLineParser, number
+from training.artifact import recalibrated
+from training.data import Array, DataError, load_data
+from training.evaluate import load_rows, split_training_rows, training_rows
 from training.export import sha256
 
 __all__ = ["QuantisationReport", "evaluate", "main", "quantise_version"]
@@ -149,8 +155,15 @@ def evaluation_rows(meta: ModelMetadata, n: int = 512, seed: int = 0) -> Array:
 def quantise_version(
     directory: Path, rows: Array | None = None, apply: bool = False, max_drift: float = MAX_DRIFT
 ) -> QuantisationReport:
-    """Quantise every graph of `directory`, measure, and when `apply` and it pays, replace the graphs."""
+    """Quantise every graph of `directory`, measure, and when `apply` and it pays, replace the graphs and
+    calibrate the scores again through them.
+
+    `rows` are the model's training data (all rows, as given to training): the drift is measured on them and
+    their validation split, rebuilt and checked as `training.evaluate.split_training_rows` does, calibrates
+    the int8 graphs. None: the recorded source reloaded (with `apply`, DataError up front when it cannot be).
+    """
     meta = ModelMetadata.read(directory)
+    training = training_rows(meta) if apply and rows is None else None
     rows = evaluation_rows(meta) if rows is None else rows
     with tempfile.TemporaryDirectory(prefix="ae-int8-") as tmp:
         staged = Path(tmp)
@@ -158,6 +171,8 @@ def quantise_version(
             quantise_graph(directory / graph.path, staged / graph.path)
         report = evaluate(directory, rows, staged / meta.graphs["model"].path, max_drift)
         if apply and report.kept:
+            # Checked before any file is replaced, so a refusal leaves the float version intact.
+            validation = (training or split_training_rows(meta, rows, meta.data.source)).validation
             graphs: dict[GraphRole, GraphFile] = {}
             for role, graph in meta.graphs.items():
                 shutil.copyfile(staged / graph.path, directory / graph.path)
@@ -168,28 +183,63 @@ def quantise_version(
                 "int8_speedup_b64": report.speedup_b64,
                 "int8_error_drift": report.drift,
             }
-            meta.model_copy(update={"graphs": graphs, "metrics": metrics}).write(directory)
+            updated = meta.model_copy(update={"graphs": graphs, "metrics": metrics})
+            recalibrated(directory, updated, validation).write(directory)
     return report
 
 
+def _read_metadata(directory: Path) -> ModelMetadata:
+    """The version's metadata, or DataError saying what is missing or invalid."""
+    if not (directory / METADATA_FILE).is_file():
+        raise DataError(
+            f"no {METADATA_FILE} in {directory}; expected a model version directory models/NAME/VERSION"
+        )
+    try:
+        return ModelMetadata.read(directory)
+    except ValueError as exc:
+        first = str(exc).splitlines()[0]
+        raise DataError(f"{directory / METADATA_FILE} is not valid model metadata ({first})") from None
+
+
+def _quantise_one(directory: Path, apply: bool, max_drift: float, train: str | None) -> None:
+    meta = _read_metadata(directory)
+    rows = load_rows(train, meta, "--train") if train is not None else None
+    report = quantise_version(directory, rows, apply=apply, max_drift=max_drift)
+    verdict = ("applied" if apply else "would keep") if report.kept else "not kept"
+    print(f"{report.model}: {verdict}: {report.reason}")
+    print(
+        "  "
+        + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in asdict(report).items())
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.quantize", description=__doc__.split("\n\n")[0])
+    """Entry point; returns the exit status. Bad input is one line on stderr (status 2), never a traceback."""
+    parser = OneLineParser(prog="python -m training.quantize", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "versions", nargs="+", type=Path, help="model version directories (models/<name>/<v>)"
     )
     parser.add_argument("--apply", action="store_true", help="replace the graphs when quantisation pays")
-    parser.add_argument("--max-drift", type=float, default=MAX_DRIFT, help="allowed relative error drift")
+    parser.add_argument(
+        "--max-drift",
+        type=number(float, 0.0, 1.0),
+        default=MAX_DRIFT,
+        help=f"allowed relative drift of the mean reconstruction error, in [0, 1] (default {MAX_DRIFT})",
+    )
+    parser.add_argument(
+        "--train",
+        help="the data the model was trained on, when its recorded data.source cannot be reloaded",
+    )
     args = parser.parse_args(argv)
     for directory in args.versions:
-        report = quantise_version(directory, apply=args.apply, max_drift=args.max_drift)
-        verdict = ("applied" if args.apply else "would keep") if report.kept else "not kept"
-        print(f"{report.model}: {verdict}: {report.reason}")
-        print(
-            "  "
-            + ", ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in asdict(report).items()
-            )
-        )
+        try:
+            _quantise_one(directory, args.apply, args.max_drift, args.train)
+        except DataError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+            return 2
     return 0
 
 

@@ -45,10 +45,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def batch_starts(n_train: int, batch: int) -> list[int]:
+    """Where each epoch's batches start: every `batch` rows, dropping a last batch smaller than half a batch
+    (its noisy gradient is not worth a step)."""
+    return [s for s in range(0, n_train, batch) if n_train - s >= batch // 2 or s == 0]
+
+
 def epochs_for(config: TrainConfig, n_train: int, default_steps: int) -> tuple[int, int]:
     """(epochs, steps per epoch): a fixed step budget adapts the epoch count to the data size."""
-    batch = min(config.batch_size, n_train)
-    steps_per_epoch = math.ceil(n_train / batch)
+    steps_per_epoch = len(batch_starts(n_train, min(config.batch_size, n_train)))
     if config.epochs is not None:
         return config.epochs, steps_per_epoch
     steps = default_steps if config.steps is None else config.steps
@@ -77,6 +82,7 @@ def train_model(
     train = torch.from_numpy(x_train)
     validation = torch.from_numpy(x_validation)
     batch = min(config.batch_size, len(x_train))
+    starts = batch_starts(len(train), batch)
     generator = torch.Generator().manual_seed(config.seed)
     history = History()
     best_loss, best_state, best_epoch, since_best, steps = (
@@ -91,8 +97,6 @@ def train_model(
         model.train()
         order = torch.randperm(len(train), generator=generator)
         sums = [0.0, 0.0]
-        # Drop a last batch smaller than half a batch: its noisy gradient is not worth a step.
-        starts = [s for s in range(0, len(train), batch) if len(train) - s >= batch // 2 or s == 0]
         for start in starts:
             loss = model.loss(train[order[start : start + batch]])
             optimiser.zero_grad(set_to_none=True)

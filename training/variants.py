@@ -15,6 +15,8 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from service.metadata import ScoreName
+
 __all__ = ["VARIANTS", "Autoencoder", "HyperParameter", "Loss", "build_model"]
 
 
@@ -47,7 +49,7 @@ class Autoencoder(nn.Module):
     """Gradient-step budget when the configuration leaves epochs and steps unset."""
     encoder_outputs: ClassVar[tuple[str, ...]] = ("latent",)
     """Names of the encoder graph's outputs (ONNX tensor names)."""
-    scores: ClassVar[tuple[str, ...]] = ("mse",)
+    scores: ClassVar[tuple[ScoreName, ...]] = ("mse",)
     """Anomaly scores the fused graph outputs, beyond-mse ones computed by `extra_scores`."""
     generative: ClassVar[bool] = False
 

@@ -13,6 +13,7 @@ import pytest
 from service.metadata import ModelMetadata
 from service.runtime import OnnxModel
 from training import quantize
+from training.evaluate import TrainingRows
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "models" / "tiny" / "1"
 
@@ -56,8 +57,15 @@ def test_quantise_version_applied_graphs_load_with_updated_hashes(
 
     monkeypatch.setattr(quantize, "evaluate", kept)
     before = ModelMetadata.read(version)
-    report = quantize.quantise_version(version, _rows(before), apply=True)
+    rows = _rows(before)
+    # The fixture's rows are synthetic, so its validation split cannot be rebuilt: stand in 40 rows for it.
+    monkeypatch.setattr(
+        quantize, "split_training_rows", lambda *_: TrainingRows(rows[40:], rows[:40], "synthetic")
+    )
+    report = quantize.quantise_version(version, rows, apply=True)
     after = ModelMetadata.read(version)
+    # The applied int8 graphs got thresholds from their own scores on those validation rows.
+    assert after.calibration and all(c.n == 40 for c in after.calibration.values())
     assert all(after.graphs[r].sha256 != before.graphs[r].sha256 for r in before.graphs)
     assert after.metrics["int8_quantised"] == 1.0
     assert after.metrics["int8_error_drift"] == pytest.approx(report.drift)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from service.calibration import rate_for_threshold, threshold_for_rate
+from service.calibration import threshold_for_rate
 from service.metadata import ScoreCalibration
 from training.calibration import (
     CALIBRATED_LEVELS,
@@ -115,7 +115,7 @@ def test_false_alarm_rate_maps_to_calibrated_grid(rate: float) -> None:
     assert calibration.threshold_for(rate) == pytest.approx(expected, rel=1e-12)
     # Order statistics can repeat across neighbouring levels; the inverse then reports the lowest rate
     # of that flat stretch, which maps back to the same threshold.
-    reported = rate_for_threshold(calibration, expected)
+    reported = calibration.rate_for(expected)
     assert reported is not None and reported <= rate + 1e-9
     assert threshold_for_rate(calibration, reported) == pytest.approx(expected, rel=1e-12)
 

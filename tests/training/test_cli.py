@@ -59,6 +59,7 @@ def bad_files(tmp_path: Path) -> Path:
     np.save(tmp_path / "flat.npy", rows.ravel())
     (tmp_path / "words.csv").write_text("a,b\n1,2\n3,x\n" + "1,2\n" * 20)
     (tmp_path / "ragged.csv").write_text("1,2\n3\n" + "1,2\n" * 20)
+    (tmp_path / "latin1.csv").write_bytes(b"poids,taille\n" + b"1,2\n" * 20 + b"3,\xb5\n")
     np.save(tmp_path / "ok.npy", rows)
     return tmp_path
 
@@ -72,6 +73,7 @@ def bad_files(tmp_path: Path) -> Path:
         (["--data", "{d}/flat.npy"], "2-D"),
         (["--data", "{d}/words.csv"], "non-numeric value 'x'"),
         (["--data", "{d}/ragged.csv"], "columns"),
+        (["--data", "{d}/latin1.csv"], "latin1.csv: not UTF-8 text"),
         (["--data", "{d}/ok.npy", "--variant", "nope"], "invalid choice"),
         (["--data", "{d}/ok.npy", "--lr", "fast"], "expected a number"),
         (["--data", "{d}/ok.npy", "--epochs", "0"], "expected a value in"),
