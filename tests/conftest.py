@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 FIXTURE_MODELS = Path(__file__).resolve().parent / "fixtures" / "models"
-REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "models"
+"""The project's own `models/` repository: the trained models it ships (and bakes into its image)."""
 
 
 @pytest.fixture

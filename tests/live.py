@@ -59,12 +59,18 @@ def wait_ready(url: str, *, timeout: float = 60.0, process: subprocess.Popen[byt
         time.sleep(0.1)
 
 
+WORKER_STARTED = "Application startup complete."
+"""What uvicorn logs (at info) when a worker's lifespan start-up is done."""
+
+
 class LiveServer:
     """`python -m service --models MODELS [ARGS]` on a free loopback port, from `start()` to `stop()`.
 
     `env` is laid over the caller's environment; a None value removes that variable. The server counts as
     started once `ready_path` answers 200: `/readyz` (every model loaded), or `/healthz` for a server that
-    is expected to stay not-ready (a broken model in its repository).
+    is expected to stay not-ready (a broken model in its repository). With `--workers N`, also once every
+    worker has finished its start-up: the first ready worker answers for all of them, while a slower one
+    may still be reading the model repository that the test is about to change.
     """
 
     host = LOOPBACK
@@ -80,6 +86,9 @@ class LiveServer:
         stop_timeout: float = 10.0,
     ) -> None:
         self.models_dir = models
+        self.workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+        if self.workers > 1 and log_level not in ("info", "debug", "trace"):
+            log_level = "info"  # each worker's "Application startup complete." is how start() counts them
         self.port = free_port()
         self.url = f"http://{self.host}:{self.port}"
         self.command = [
@@ -129,7 +138,12 @@ class LiveServer:
             start_new_session=True,
         )
         try:
+            deadline = time.monotonic() + self.start_timeout
             wait_ready(self.url + self.ready_path, timeout=self.start_timeout, process=self._process)
+            while self.workers > 1 and self.log_text().count(WORKER_STARTED) < self.workers:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    raise ServerStartError(f"not all {self.workers} workers started")
+                time.sleep(0.05)
         except ServerStartError as exc:
             self.stop()
             log = self.log_text()

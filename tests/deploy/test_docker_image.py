@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from service.metadata import ModelMetadata
-from tests.fixtures.make_models import FIXTURE_MODELS
+from tests.conftest import FIXTURE_MODELS, SHIPPED_MODELS
 from tests.live import free_port, wait_ready
+from tests.reference import fused_outputs
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "autoencoder-serving:test"
@@ -125,18 +125,10 @@ def _get(url: str) -> dict[str, Any]:
         return answer
 
 
-def _reference(directory: Path, x: np.ndarray) -> dict[str, np.ndarray]:
-    meta = ModelMetadata.read(directory)
-    session = ort.InferenceSession(
-        str(directory / meta.graphs["model"].path), providers=["CPUExecutionProvider"]
-    )
-    return dict(zip([o.name for o in session.get_outputs()], session.run(None, {"x": x}), strict=True))
-
-
 def _shipped_models() -> list[Path]:
     """`models/<name>/<latest version>` of every shipped model."""
     found = []
-    for name_dir in sorted(p for p in (ROOT / "models").iterdir() if p.is_dir()):
+    for name_dir in sorted(p for p in SHIPPED_MODELS.iterdir() if p.is_dir()):
         versions = sorted(
             (p for p in name_dir.iterdir() if (p / "metadata.json").is_file()), key=lambda p: int(p.name)
         )
@@ -160,7 +152,7 @@ def baked(image: str) -> Iterator[tuple[str, str]]:
 def _check_answers(base: str, directory: Path) -> None:
     meta = ModelMetadata.read(directory)
     x = np.random.default_rng(0).uniform(0.0, 10.0, (3, meta.input_dim)).astype(np.float32)  # (3, input_dim)
-    expected = _reference(directory, x)
+    expected = fused_outputs(directory, x)
     body = {"model": meta.name, "version": meta.version, "inputs": x.tolist()}
     encoded = _post(f"{base}/encode", body)
     assert (encoded["model"], encoded["version"]) == (meta.name, meta.version)

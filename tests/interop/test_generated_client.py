@@ -14,11 +14,10 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
-from service.metadata import GraphRole, ModelMetadata
 from tests.live import LiveServer
+from tests.reference import fused_outputs, graph_outputs
 
 PACKAGE = "autoencoder_serving_client"
 GENERATOR = Path(sys.executable).parent / "openapi-python-client"
@@ -58,17 +57,6 @@ def client(generated: Path, live_server: LiveServer) -> Iterator[Any]:
         yield http
 
 
-def _graph(
-    live_server: LiveServer, name: str, version: int, role: GraphRole, feed: np.ndarray
-) -> dict[str, Any]:
-    """Outputs of one graph run directly with ONNX Runtime on the model's files."""
-    directory = live_server.models_dir / name / str(version)
-    graph = ModelMetadata.read(directory).graphs[role]
-    session = ort.InferenceSession(str(directory / graph.path), providers=["CPUExecutionProvider"])
-    outputs = session.run(None, {graph.inputs[0]: feed})
-    return dict(zip([o.name for o in session.get_outputs()], outputs, strict=True))
-
-
 X = np.random.default_rng(0).normal(5.0, 2.0, (3, 4)).astype(np.float32)  # (3, input_dim)
 
 
@@ -100,27 +88,29 @@ def test_generated_client_encode_decode_denoise(client: Any, live_server: LiveSe
     )
     assert (encoded.model, encoded.version) == ("tiny", 1)
     np.testing.assert_allclose(
-        encoded.latents, _graph(live_server, "tiny", 1, "encoder", X)["latent"], rtol=1e-5
+        encoded.latents,
+        graph_outputs(live_server.models_dir / "tiny" / "1", "encoder", X)["latent"],
+        rtol=1e-5,
     )
 
     z = np.asarray(encoded.latents, dtype=np.float32)  # (3, latent_dim)
     decoded = _module(f"{inference}.decode").sync(
         client=client, body=models.DecodeRequest(model="tiny", version=1, latents=z.tolist())
     )
-    expected = _graph(live_server, "tiny", 1, "decoder", z)["reconstruction"]
+    expected = graph_outputs(live_server.models_dir / "tiny" / "1", "decoder", z)["reconstruction"]
     np.testing.assert_allclose(decoded.outputs, expected, rtol=1e-5, atol=1e-5)
 
     denoised = _module(f"{inference}.denoise").sync(
         client=client, body=models.DenoiseRequest(model="tiny", inputs=X.tolist())
     )
     assert denoised.version == 2
-    expected = _graph(live_server, "tiny", 2, "model", X)["reconstruction"]
+    expected = fused_outputs(live_server.models_dir / "tiny" / "2", X)["reconstruction"]
     np.testing.assert_allclose(denoised.outputs, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_generated_client_reconstruction_error(client: Any, live_server: LiveServer) -> None:
     models = _module("models")
-    expected = _graph(live_server, "tiny", 2, "model", X)["error"]
+    expected = fused_outputs(live_server.models_dir / "tiny" / "2", X)["error"]
     threshold = float(np.median(expected))
     answer = _module("api.inference.reconstruction_error").sync(
         client=client,

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from service.metadata import ModelMetadata
 from tests.live import LiveServer
+from tests.reference import fused_outputs
 
 PLAIN_OUTPUTS = ["latent", "reconstruction", "feature_errors", "error"]
 VAE_OUTPUTS = ["latent", "log_var", "reconstruction", "feature_errors", "error", "neg_elbo"]
@@ -23,17 +21,6 @@ def client(live_server: LiveServer) -> Iterator[httpclient.InferenceServerClient
     triton = httpclient.InferenceServerClient(f"{live_server.host}:{live_server.port}", connection_timeout=10)
     yield triton
     triton.close()
-
-
-def _expected(models_dir: Path, name: str, version: int, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Every output of the fused graph, run directly with ONNX Runtime on the same files."""
-    directory = models_dir / name / str(version)
-    meta = ModelMetadata.read(directory)
-    session = ort.InferenceSession(
-        str(directory / meta.graphs["model"].path), providers=["CPUExecutionProvider"]
-    )
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(None, {"x": x}), strict=True))
 
 
 def _batch(rows: int, dim: int = 4, seed: int = 0) -> np.ndarray:
@@ -89,7 +76,7 @@ def test_v2_infer_all_outputs_match_onnxruntime(
     result = client.infer(name, [_input(x, binary)], outputs=requested, request_id="req-1")
     response = result.get_response()
     assert response["model_name"] == name and response["id"] == "req-1"
-    expected = _expected(live_server.models_dir, name, int(response["model_version"]), x)
+    expected = fused_outputs(live_server.models_dir / name / str(int(response["model_version"])), x)
     for output in outputs:
         got = result.as_numpy(output)
         assert got is not None, output
@@ -106,7 +93,7 @@ def test_v2_infer_without_outputs_answers_all_in_binary(
     response = result.get_response()
     assert [o["name"] for o in response["outputs"]] == PLAIN_OUTPUTS
     assert all("binary_data_size" in o["parameters"] for o in response["outputs"])
-    expected = _expected(live_server.models_dir, "tiny", 2, x)
+    expected = fused_outputs(live_server.models_dir / "tiny" / "2", x)
     np.testing.assert_allclose(result.as_numpy("error"), expected["error"], rtol=1e-5)
 
 
@@ -119,7 +106,7 @@ def test_v2_infer_selects_outputs(client: httpclient.InferenceServerClient, live
     result = client.infer("tiny", [_input(x, binary=True)], outputs=wanted)
     assert [o["name"] for o in result.get_response()["outputs"]] == ["error", "latent"]
     assert result.as_numpy("reconstruction") is None
-    expected = _expected(live_server.models_dir, "tiny", 2, x)
+    expected = fused_outputs(live_server.models_dir / "tiny" / "2", x)
     np.testing.assert_allclose(result.as_numpy("latent"), expected["latent"], rtol=1e-5)
     np.testing.assert_allclose(result.as_numpy("error"), expected["error"], rtol=1e-5)
 
@@ -132,7 +119,7 @@ def test_v2_infer_pinned_version(client: httpclient.InferenceServerClient, live_
     assert v1.get_response()["model_version"] == "1" and v2.get_response()["model_version"] == "2"
     np.testing.assert_allclose(
         v1.as_numpy("reconstruction"),
-        _expected(live_server.models_dir, "tiny", 1, x)["reconstruction"],
+        fused_outputs(live_server.models_dir / "tiny" / "1", x)["reconstruction"],
         rtol=1e-5,
     )
     assert not np.allclose(v1.as_numpy("reconstruction"), v2.as_numpy("reconstruction"))
@@ -150,7 +137,7 @@ def test_v2_infer_compressed_request(
         request_compression_algorithm=algorithm,
     )
     np.testing.assert_allclose(
-        result.as_numpy("error"), _expected(live_server.models_dir, "tiny", 2, x)["error"]
+        result.as_numpy("error"), fused_outputs(live_server.models_dir / "tiny" / "2", x)["error"]
     )
 
 
@@ -164,7 +151,7 @@ def test_v2_infer_converts_other_numeric_datatypes(
         outputs=[httpclient.InferRequestedOutput("error")],
     )
     np.testing.assert_allclose(
-        result.as_numpy("error"), _expected(live_server.models_dir, "tiny", 2, x)["error"]
+        result.as_numpy("error"), fused_outputs(live_server.models_dir / "tiny" / "2", x)["error"]
     )
 
 

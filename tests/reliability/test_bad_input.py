@@ -3,7 +3,6 @@ good request still answered after each one."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,8 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+
+from tests.payloads import npy_bytes
 
 MAX_ROWS = 64
 MAX_BODY = 64 * 1024
@@ -37,12 +38,6 @@ def _json(path: str, obj: Any, status: int, message: str, **headers: str) -> Cas
 
 def _raw(path: str, body: bytes, status: int, message: str, **headers: str) -> Case:
     return Case("POST", path, status, message, body, {"content-type": "application/octet-stream", **headers})
-
-
-def _npy(arr: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, arr)
-    return buffer.getvalue()
 
 
 def _token(path: str, fld: str, width: int, token: str, status: int, message: str) -> Case:
@@ -253,7 +248,7 @@ def _tensor_cases() -> Iterator[tuple[str, Case]]:
                 f"{path}?model=tiny",
                 400,
                 "not a readable .npy",
-                _npy(np.zeros((2, width), np.float32))[:-3],
+                npy_bytes(np.zeros((2, width), np.float32))[:-3],
                 {"content-type": "application/x-npy"},
             ),
             "npy-strings": Case(
@@ -261,7 +256,7 @@ def _tensor_cases() -> Iterator[tuple[str, Case]]:
                 f"{path}?model=tiny",
                 422,
                 "dtype",
-                _npy(np.array([["a"] * width])),
+                npy_bytes(np.array([["a"] * width])),
                 {"content-type": "application/x-npy"},
             ),
             "npy-3d": Case(
@@ -269,7 +264,7 @@ def _tensor_cases() -> Iterator[tuple[str, Case]]:
                 f"{path}?model=tiny",
                 422,
                 "2-D",
-                _npy(np.zeros((1, 1, width), np.float32)),
+                npy_bytes(np.zeros((1, 1, width), np.float32)),
                 {"content-type": "application/x-npy"},
             ),
             "npy-float64-beyond-float32": Case(
@@ -277,7 +272,7 @@ def _tensor_cases() -> Iterator[tuple[str, Case]]:
                 f"{path}?model=tiny",
                 422,
                 "outside the float32 range",
-                _npy(np.full((1, width), 1e300)),
+                npy_bytes(np.full((1, width), 1e300)),
                 {"content-type": "application/x-npy"},
             ),
             "unacceptable-accept": _json(path, good, 406, "cannot answer", accept="text/html"),

@@ -13,15 +13,9 @@ import pytest
 
 from tests.fixtures.make_models import write_model
 from tests.live import LiveServer
+from tests.repository import set_graph_sha256
 
 GOOD = {"model": "tiny", "inputs": [[1.0, 2.0, 3.0, 4.0]]}
-
-
-def _set_sha(directory: Path, role: str, sha: str) -> None:
-    path = directory / "metadata.json"
-    meta = json.loads(path.read_text())
-    meta["graphs"][role]["sha256"] = sha
-    path.write_text(json.dumps(meta))
 
 
 def _break_repository(root: Path) -> dict[str, str]:
@@ -34,7 +28,7 @@ def _break_repository(root: Path) -> dict[str, str]:
     truncated = write_model(root, "truncated", 1, seed=5)
     graph = truncated / "encoder.onnx"
     graph.write_bytes(graph.read_bytes()[:40])
-    _set_sha(truncated, "encoder", hashlib.sha256(graph.read_bytes()).hexdigest())
+    set_graph_sha256(truncated, "encoder", hashlib.sha256(graph.read_bytes()).hexdigest())
 
     invalid = write_model(root, "invalid-metadata", 1, seed=6)
     meta = json.loads((invalid / "metadata.json").read_text())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -15,41 +14,7 @@ import pytest
 from service.admission import AdmissionGate, OverloadedError
 from tests.conftest import FIXTURE_MODELS
 from tests.live import LiveServer
-
-GOOD = {"model": "tiny", "inputs": [[1.0, 2.0, 3.0, 4.0]]}
-
-
-def open_slow_request(port: int, path: str = "/denoise") -> tuple[socket.socket, bytes]:
-    """Send the headers and part of the body of a good request; returns the socket and the rest."""
-    body = orjson.dumps(GOOD)
-    sock = socket.create_connection(("127.0.0.1", port), timeout=15)
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    sock.sendall(head + body[:10])
-    return sock, body[10:]
-
-
-def read_response(sock: socket.socket) -> tuple[int, bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed without an answer: {data!r}")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length")
-    )
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        rest += chunk
-    return int(head.split(b" ", 2)[1]), rest
+from tests.reliability.raw_http import GOOD, open_slow_request, read_response
 
 
 def test_admission_gate_is_fifo_bounded_and_times_out() -> None:

@@ -13,7 +13,7 @@ import orjson
 
 from tests.conftest import FIXTURE_MODELS
 from tests.live import LiveServer
-from tests.reliability.test_overload import GOOD, open_slow_request, read_response
+from tests.reliability.raw_http import GOOD, open_slow_request, read_response
 
 
 def test_shutdown_sigterm_under_load_answers_every_accepted_request(server_factory: Any) -> None:

@@ -8,13 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.payloads import npy_bytes
+
 ROWS = [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0], [-1.0, 0.5, 2.5, 9.0]]
-
-
-def _npy(arr: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, arr)
-    return buffer.getvalue()
 
 
 def test_encode_returns_latents_of_latest_version(client: Any) -> None:
@@ -132,7 +128,7 @@ def test_encode_non_finite_is_422(client: Any, token: bytes) -> None:
 def test_encode_nan_in_npy_is_422(client: Any) -> None:
     x = np.ones((2, 4), dtype=np.float32)
     x[1, 2] = np.nan
-    r = client.post("/encode?model=tiny", content=_npy(x), headers={"content-type": "application/x-npy"})
+    r = client.post("/encode?model=tiny", content=npy_bytes(x), headers={"content-type": "application/x-npy"})
     assert r.status_code == 422
     assert "inputs[1][2] is nan" in r.json()["detail"]
 
@@ -186,7 +182,7 @@ def test_encode_npy_in_npy_out(client: Any) -> None:
     x = np.asarray(ROWS, dtype=np.float32)
     r = client.post(
         "/encode?model=tiny&version=1",
-        content=_npy(x),
+        content=npy_bytes(x),
         headers={"content-type": "application/x-npy", "accept": "application/x-npy"},
     )
     assert r.status_code == 200
@@ -236,7 +232,7 @@ def test_denoise_bad_binary_bodies(
 
 def test_denoise_binary_without_model_query_is_422(client: Any) -> None:
     x = np.zeros((1, 4), dtype=np.float32)
-    r = client.post("/denoise", content=_npy(x), headers={"content-type": "application/x-npy"})
+    r = client.post("/denoise", content=npy_bytes(x), headers={"content-type": "application/x-npy"})
     assert r.status_code == 422
     assert "missing field 'model'" in r.json()["detail"]
 
@@ -244,7 +240,7 @@ def test_denoise_binary_without_model_query_is_422(client: Any) -> None:
 def test_denoise_npy_bool_dtype_is_422(client: Any) -> None:
     r = client.post(
         "/denoise?model=tiny",
-        content=_npy(np.ones((1, 4), dtype=bool)),
+        content=npy_bytes(np.ones((1, 4), dtype=bool)),
         headers={"content-type": "application/x-npy"},
     )
     assert r.status_code == 422
@@ -329,7 +325,7 @@ def test_reconstruction_error_uncalibrated_model(make_client: Any, tmp_path: Any
 def test_reconstruction_error_binary_answer_has_threshold_headers(client: Any) -> None:
     r = client.post(
         "/reconstruction-error?model=tiny&false_alarm_rate=0.05",
-        content=_npy(np.asarray(ROWS, dtype=np.float32)),
+        content=npy_bytes(np.asarray(ROWS, dtype=np.float32)),
         headers={"content-type": "application/x-npy", "accept": "application/x-npy"},
     )
     assert r.status_code == 200
@@ -340,7 +336,7 @@ def test_reconstruction_error_binary_answer_has_threshold_headers(client: Any) -
 def test_reconstruction_error_per_feature_binary_is_406(client: Any) -> None:
     r = client.post(
         "/reconstruction-error?model=tiny&per_feature=true",
-        content=_npy(np.asarray(ROWS, dtype=np.float32)),
+        content=npy_bytes(np.asarray(ROWS, dtype=np.float32)),
         headers={"content-type": "application/x-npy", "accept": "application/x-npy"},
     )
     assert r.status_code == 406

@@ -6,26 +6,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from service.calibration import threshold_for_rate
 from service.metadata import ModelMetadata, ScoreCalibration
+from tests.reference import fused_outputs
 
 X = np.random.default_rng(42).normal(5.0, 2.0, (16, 4)).astype(np.float32)  # (batch, input_dim)
-
-
-def _ort(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outputs: list[np.ndarray] = session.run(None, feed)
-    return outputs
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-vae"])
 def test_denoise_equals_onnxruntime_direct(client: Any, fixture_models: Path, name: str) -> None:
     directory = fixture_models / name / "1"
-    meta = ModelMetadata.read(directory)
-    direct = _ort(directory / "model.onnx", {"x": X})[meta.graphs["model"].outputs.index("reconstruction")]
+    direct = fused_outputs(directory, X)["reconstruction"]
     served = client.post("/denoise", json={"model": name, "version": 1, "inputs": X.tolist()}).json()[
         "outputs"
     ]
@@ -64,8 +57,7 @@ def test_per_feature_errors_average_to_sample_error(client: Any) -> None:
 
 def test_neg_elbo_equals_fused_graph_output(client: Any, fixture_models: Path) -> None:
     directory = fixture_models / "tiny-vae" / "1"
-    meta = ModelMetadata.read(directory)
-    direct = _ort(directory / "model.onnx", {"x": X})[meta.graphs["model"].outputs.index("neg_elbo")]
+    direct = fused_outputs(directory, X)["neg_elbo"]
     body = client.post(
         "/reconstruction-error", json={"model": "tiny-vae", "inputs": X.tolist(), "score": "neg_elbo"}
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import pytest
 
 from service.registry import ModelRegistry
 from tests.fixtures.make_models import write_model
+from tests.repository import set_graph_sha256
 
 ROW = [[1.0, 2.0, 3.0, 4.0]]
 
@@ -21,24 +21,17 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _set_sha(directory: Path, role: str, sha: str) -> None:
-    meta_path = directory / "metadata.json"
-    meta = json.loads(meta_path.read_text())
-    meta["graphs"][role]["sha256"] = sha
-    meta_path.write_text(json.dumps(meta))
-
-
 def _broken_repo(root: Path, fixture_models: Path) -> Path:
     shutil.copytree(fixture_models / "tiny", root / "good")
     for version in ("1", "2"):
         meta_path = root / "good" / version / "metadata.json"
         meta_path.write_text(meta_path.read_text().replace('"name": "tiny"', '"name": "good"'))
     bad_sha = write_model(root, "badsha", 1)
-    _set_sha(bad_sha, "decoder", "0" * 64)
+    set_graph_sha256(bad_sha, "decoder", "0" * 64)
     truncated = write_model(root, "truncated", 1)
     blob = (truncated / "model.onnx").read_bytes()
     (truncated / "model.onnx").write_bytes(blob[: len(blob) // 2])
-    _set_sha(truncated, "model", _sha(truncated / "model.onnx"))
+    set_graph_sha256(truncated, "model", _sha(truncated / "model.onnx"))
     invalid = write_model(root, "invalid", 1)
     (invalid / "metadata.json").write_text('{"name": "invalid", "version": 1}')
     write_model(root, "mismatch", 1, graph_input_dim=5)

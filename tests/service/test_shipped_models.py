@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from service.metadata import ModelMetadata
+from tests.conftest import SHIPPED_MODELS
 
-REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
-SHIPPED = sorted(p.parent for p in REPO_MODELS.glob("*/*/metadata.json"))
+SHIPPED = sorted(p.parent for p in SHIPPED_MODELS.glob("*/*/metadata.json"))
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +21,12 @@ def shipped_client() -> Any:
     from service.main import create_app
     from service.settings import Settings
 
-    with TestClient(create_app(Settings(models_dir=REPO_MODELS))) as client:
+    with TestClient(create_app(Settings(models_dir=SHIPPED_MODELS))) as client:
         yield client
 
 
 def test_shipped_repository_is_not_empty() -> None:
-    assert SHIPPED, f"no models under {REPO_MODELS}"
+    assert SHIPPED, f"no models under {SHIPPED_MODELS}"
 
 
 def test_shipped_models_all_ready(shipped_client: Any) -> None:

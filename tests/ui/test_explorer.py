@@ -29,12 +29,13 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.conftest import FIXTURE_MODELS, SHIPPED_MODELS
 from tests.live import LiveServer
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("AE_UI_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("AE_UI_CHROMEDRIVER", "/usr/bin/chromedriver"))
-MODELS_DIR = Path(os.environ.get("AE_UI_MODELS_DIR", ROOT / "models"))
+MODELS_DIR = Path(os.environ.get("AE_UI_MODELS_DIR", SHIPPED_MODELS))
 ARTIFACTS = ROOT / "artifacts" / "ui"
 DOCS_IMG = ROOT / "docs" / "img"
 WAIT_S = 20.0
@@ -343,7 +344,7 @@ def test_explorer_asks_for_api_key_and_uses_it(
 @pytest.fixture(scope="module")
 def tabular_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The committed tiny fixture model, declared tabular: every shipped model is an image model."""
-    source = ROOT / "tests" / "fixtures" / "models" / "tiny" / "1"
+    source = FIXTURE_MODELS / "tiny" / "1"
     target = tmp_path_factory.mktemp("models") / "tiny-tabular" / "1"
     shutil.copytree(source, target)
     meta = json.loads((target / "metadata.json").read_text())
