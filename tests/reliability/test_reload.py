@@ -127,7 +127,12 @@ def test_reload_under_load_every_worker_swaps_and_no_request_fails(server_factor
             write_model(repo, "tiny", 2, seed=seed)
             r = httpx.post(f"{server.url}/admin/reload", headers=AUTH, timeout=30)
             assert r.status_code == 200
-            assert r.json()["updated"] == ["tiny/2"]
+            if seed == 40:
+                assert r.json()["updated"] == ["tiny/2"]
+            else:
+                # The previous round's SIGHUP reaches the workers asynchronously: the worker taking this
+                # call may already have picked the new files up through it, and then has nothing to update.
+                assert set(r.json()["updated"]) <= {"tiny/2"} and not r.json()["failed"]
             assert r.json()["workers_signalled"] is True
         write_model(repo, "tiny", 3, seed=42)
         httpx.post(f"{server.url}/admin/reload", headers=AUTH, timeout=30)
