@@ -459,20 +459,7 @@
     const ctx = canvas.getContext("2d");
     const [fh, fw] = fineDims();
     const [h, w] = state.model.image_shape;
-    const image = ctx.createImageData(fw, fh);
-    for (let i = 0; i < state.fine.length; i++) {
-      const g = Math.round(255 * (1 - state.fine[i]));
-      image.data[4 * i] = g;
-      image.data[4 * i + 1] = g;
-      image.data[4 * i + 2] = g;
-      image.data[4 * i + 3] = 255;
-    }
-    const off = document.createElement("canvas");
-    off.width = fw;
-    off.height = fh;
-    off.getContext("2d").putImageData(image, 0, 0);
-    ctx.imageSmoothingEnabled = false;
-    ctx.drawImage(off, 0, 0, canvas.width, canvas.height);
+    renderPixels(canvas, state.fine, fh, fw, 0, 1, inkColor);
     // The model's pixel grid, so people see what one input pixel covers.
     ctx.strokeStyle = "rgba(47, 111, 222, 0.18)";
     ctx.lineWidth = 1;
