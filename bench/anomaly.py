@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from sklearn import datasets
 
-from service.metadata import ModelMetadata
+from service.contract import ModelMetadata
 from training.cli import main as training_cli
 from training.evaluate import (
     MethodResult,

@@ -26,7 +26,7 @@ import orjson
 
 from bench.apps import ANSWERS_ENV, CASE_HEADER, create_floor_app
 from bench.models import build_repository, feature_range
-from service.main import create_app
+from service.app import create_app
 from service.settings import Settings
 
 __all__ = ["main"]

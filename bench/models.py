@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.metadata import ModelMetadata
+from service.contract import ModelMetadata
 
 __all__ = ["SYNTHETIC_NAME", "build_repository", "feature_range", "synthetic_rows"]
 

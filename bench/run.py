@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
                     "AE_WORKERS": str(workers),
                     "AE_BATCHING": str(system == "batched").lower(),
                 }
-                factory, health = "service.main:create_app", "/readyz"
+                factory, health = "service.app:create_app", "/readyz"
             elif system == "floor":
                 env, factory, health = {ANSWERS_ENV: str(answers)}, "bench.apps:create_floor_app", "/healthz"
             else:

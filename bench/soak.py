@@ -30,8 +30,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from service.registry import ModelRegistry
-from service.runtime import OnnxModel
+from service.core.registry import ModelRegistry
+from service.core.runtime import OnnxModel
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "soak-test-key"

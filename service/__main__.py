@@ -23,8 +23,8 @@ from types import FrameType
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from service.admin import SUPERVISOR_PID_ENV
-from service.main import write_openapi
+from service.app import write_openapi
+from service.ops.reload import SUPERVISOR_PID_ENV
 from service.settings import Settings
 
 logger = logging.getLogger("uvicorn.error")
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     # Until a worker's lifespan takes SIGHUP over, a reload request must not kill the process.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     config = uvicorn.Config(
-        "service.main:create_app",
+        "service.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,

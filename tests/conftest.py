@@ -24,7 +24,7 @@ def make_client() -> Iterator[Callable[..., Any]]:
     """Start the app (lifespan included) on a model repository with settings overrides; closed at teardown."""
     from fastapi.testclient import TestClient
 
-    from service.main import create_app
+    from service.app import create_app
     from service.settings import Settings
 
     clients: list[Any] = []

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service.metadata import GraphRole, ModelMetadata
+from service.contract import GraphRole, ModelMetadata
 
 __all__ = ["fused_outputs", "graph_outputs"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from service.metadata import METADATA_FILE, GraphRole
+from service.contract import METADATA_FILE, GraphRole
 
 __all__ = ["set_graph_sha256"]
 

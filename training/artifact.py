@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
-from service.metadata import (
+from service.contract import (
     SCORE_OUTPUTS,
     DataSummary,
     GraphFile,
+    ImageSpec,
     ModelMetadata,
     Normalisation,
     ScoreCalibration,
@@ -169,7 +170,17 @@ def train_version(
             variant=config.variant,
             input_dim=dataset.x.shape[1],
             latent_dim=model.latent_dim,
-            image_shape=dataset.image_shape,
+            kind="image" if dataset.image_shape else "rows",
+            image=(
+                ImageSpec(
+                    channels=1,
+                    height=dataset.image_shape[0],
+                    width=dataset.image_shape[1],
+                    pixel_range=(float(dataset.x.min()), float(dataset.x.max())),
+                )
+                if dataset.image_shape
+                else None
+            ),
             generative=model.generative,
             graphs=graphs,
             opset=OPSET,

@@ -16,7 +16,7 @@ of new normal rows score above it.
   (mean + k * std) when any is zero or negative.
 
 The bounds are taken non-decreasing over levels, and the default threshold is read from the same grid that
-request-time false-alarm rates map through (`service.calibration`), so both keep the same promise.
+request-time false-alarm rates map through (`service.core.calibration`), so both keep the same promise.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from service.metadata import ScoreCalibration
+from service.contract import ScoreCalibration
 
 __all__ = [
     "CALIBRATED_LEVELS",

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.metadata import ModelMetadata, is_valid_name
+from service.contract import ModelMetadata, is_valid_name
 from training.arguments import OneLineParser, number
 from training.artifact import TrainedVersion, train_version
 from training.config import TrainConfig

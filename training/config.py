@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 __all__ = ["NormalisationKind", "TrainConfig"]
 
-NormalisationKind = Literal["standard", "minmax", "identity"]
+NormalisationKind = Literal["standard", "minmax", "robust", "identity"]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.metadata import METADATA_FILE, ModelMetadata, ScoreName
+from service.contract import METADATA_FILE, ModelMetadata, ScoreName
 from training.calibration import calibrate
 from training.data import BUILTIN_DATASETS, Array, DataError, Normaliser, load_data, split_rows
 from training.scoring import score_rows

@@ -1,6 +1,6 @@
 """ONNX export of a trained model (normalisation baked in), checked against ONNX Runtime, with file hashes.
 
-Three graphs per model version, tensor names as in `service.metadata`:
+Three graphs per model version, tensor names as in `service.contract`:
 encoder.onnx (x -> latent [, log_var]), decoder.onnx (latent -> reconstruction) and model.onnx
 (x -> latent [, log_var], reconstruction, feature_errors, error [, neg_elbo]).
 """
@@ -19,7 +19,7 @@ import onnxruntime as ort
 import torch
 from torch import Tensor, nn
 
-from service.metadata import SCORE_OUTPUTS, GraphFile, GraphRole
+from service.contract import SCORE_OUTPUTS, GraphFile, GraphRole
 from training.data import Array, Normaliser
 from training.variants import Autoencoder
 

@@ -31,7 +31,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from service.metadata import METADATA_FILE, GraphFile, GraphRole, ModelMetadata
+from service.contract import METADATA_FILE, GraphFile, GraphRole, ModelMetadata
 from training.arguments import OneLineParser, number
 from training.artifact import recalibrated
 from training.data import Array, DataError, load_data

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from service.metadata import SCORE_OUTPUTS, GraphFile, ModelMetadata
+from service.contract import GraphFile, ModelMetadata
 
 __all__ = ["ModelScores", "run_graph", "score_rows"]
 
@@ -46,5 +46,5 @@ def score_rows(directory: Path, x: npt.NDArray[np.floating]) -> ModelScores:
     return ModelScores(
         reconstruction=outputs["reconstruction"],
         feature_errors=outputs["feature_errors"],
-        scores={s: outputs[SCORE_OUTPUTS[s]] for s in metadata.scores},
+        scores={s: outputs[metadata.score_output(s)] for s in metadata.scores},
     )

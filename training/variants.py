@@ -15,7 +15,7 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from service.metadata import ScoreName
+from service.contract import ScoreName
 
 __all__ = ["VARIANTS", "Autoencoder", "HyperParameter", "Loss", "build_model"]
 

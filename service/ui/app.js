@@ -162,7 +162,12 @@
   }
 
   function isImageModel(model) {
-    return Array.isArray(model.image_shape) && model.image_shape.length === 2;
+    return model.image != null;
+  }
+
+  // [height, width] of an image model's samples.
+  function imageShape(model) {
+    return [model.image.height, model.image.width];
   }
 
   function valueRange(model) {
@@ -239,7 +244,7 @@
       const sizes =
         m.input_dim == null
           ? "–"
-          : m.input_dim + " → " + m.latent_dim + (isImageModel(m) ? " (" + m.image_shape.join("×") + " image)" : "");
+          : m.input_dim + " → " + m.latent_dim + (isImageModel(m) ? " (" + imageShape(m).join("×") + " image)" : "");
       const metrics = metricsCell(m.metrics || {});
       const threshold = cal
         ? (m.default_score || "mse") + " > " + fmt(cal.threshold) + " (" + pct(cal.false_alarm_rate) + " false alarms)"
@@ -295,7 +300,7 @@
       "variant " + (model.variant || "?"),
       model.input_dim + " inputs",
       model.latent_dim + "-dimensional code",
-      isImageModel(model) ? model.image_shape.join("×") + " images" : "tabular rows",
+      isImageModel(model) ? imageShape(model).join("×") + " images" : "tabular rows",
     ];
     if (isImageModel(model)) bits.push("pixel values " + fmt(state.range[0]) + " to " + fmt(state.range[1]));
     if (model.generative) bits.push("generative");
@@ -317,7 +322,7 @@
   // ---------------------------------------------------------------- drawing
 
   function fineDims() {
-    const [h, w] = state.model.image_shape;
+    const [h, w] = imageShape(state.model);
     return [h * FINE, w * FINE];
   }
 
@@ -327,8 +332,8 @@
     rerollNoise();
     $("range-lo").value = String(state.range[0]);
     $("range-hi").value = String(state.range[1]);
-    $("input-shape").textContent = model.image_shape.join("×");
-    const [h, w] = model.image_shape;
+    $("input-shape").textContent = imageShape(model).join("×");
+    const [h, w] = imageShape(model);
     // Examples only make sense for models of sklearn's digit shape.
     $("example-select").disabled = $("example-btn").disabled = !(h === 8 && w === 8);
     $("sample-card").hidden = !model.generative;
@@ -458,7 +463,7 @@
     const canvas = $("draw-canvas");
     const ctx = canvas.getContext("2d");
     const [fh, fw] = fineDims();
-    const [h, w] = state.model.image_shape;
+    const [h, w] = imageShape(state.model);
     renderPixels(canvas, state.fine, fh, fw, 0, 1, inkColor);
     // The model's pixel grid, so people see what one input pixel covers.
     ctx.strokeStyle = "rgba(47, 111, 222, 0.18)";
@@ -483,7 +488,7 @@
 
   // (input_dim,) raw values: block means of the fine grid, scaled to the range, then noise.
   function currentInput() {
-    const [h, w] = state.model.image_shape;
+    const [h, w] = imageShape(state.model);
     const fw = w * FINE;
     const [lo, hi] = state.range;
     const noise = parseFloat($("noise-slider").value) || 0;
@@ -505,7 +510,7 @@
 
   function setFinePixels(values, scale) {
     // values: (h * w,) in [0, scale]; each pixel fills its FINE x FINE block.
-    const [h, w] = state.model.image_shape;
+    const [h, w] = imageShape(state.model);
     const fw = w * FINE;
     for (let y = 0; y < h * FINE; y++) {
       for (let x = 0; x < fw; x++) {
@@ -552,7 +557,7 @@
       canvas.dataset.values = "";
       return;
     }
-    const [h, w] = state.model.image_shape;
+    const [h, w] = imageShape(state.model);
     renderPixels(canvas, values, h, w, state.range[0], state.range[1], inkColor);
     canvas.dataset.values = JSON.stringify(values);
   }
@@ -593,7 +598,7 @@
       if (generation !== state.generation) return;
       clearErrors();
       state.lastInput = input;
-      const [h, w] = model.image_shape;
+      const [h, w] = imageShape(model);
       renderPixels($("recon-canvas"), den.outputs[0], h, w, state.range[0], state.range[1], inkColor);
       state.lastCode = [enc.latents[0], enc.log_var ? enc.log_var[0] : null];
       state.lastGauge = [rec.errors[0], rec.threshold];
@@ -745,7 +750,7 @@
       const res = await api("POST", "/sample", body);
       if (generation !== state.generation) return;
       clearErrors();
-      const [h, w] = model.image_shape;
+      const [h, w] = imageShape(model);
       const holder = $("samples");
       holder.replaceChildren();
       for (const values of res.outputs) {

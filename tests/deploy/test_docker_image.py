@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.metadata import ModelMetadata
+from service.contract import ModelMetadata
 from tests.conftest import FIXTURE_MODELS, SHIPPED_MODELS
 from tests.live import free_port, wait_ready
 from tests.reference import fused_outputs

@@ -15,9 +15,9 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from fastapi.testclient import TestClient
 
-from service.main import create_app
+from service.app import create_app
+from service.ops.threads import plan_threads
 from service.settings import Settings
-from service.threads import plan_threads
 from tests.fixtures.make_models import FIXTURE_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]

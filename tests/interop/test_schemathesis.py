@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from schemathesis import checks
 from schemathesis.core.result import Ok
 
-from service.main import create_app
+from service.app import create_app
 from service.settings import Settings
 from tests.fixtures.make_models import FIXTURE_MODELS
 from tests.live import ROOT, LiveServer

@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.api import _denoise_rows, _encode_rows, _score_rows
-from service.batching import (
+from service.core.batching import (
     BatcherPool,
     BatchLimits,
     BatchQueueFullError,
@@ -20,8 +19,9 @@ from service.batching import (
     MicroBatcher,
     Rows,
 )
+from service.core.runtime import Float32Array, OnnxModel
 from service.errors import InvalidInputError
-from service.runtime import Float32Array, OnnxModel
+from service.protocols.rest import _denoise_rows, _encode_rows, _score_rows
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "models"
 

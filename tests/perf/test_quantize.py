@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.metadata import ModelMetadata
-from service.runtime import OnnxModel
+from service.contract import ModelMetadata
+from service.core.runtime import OnnxModel
 from training import quantize
 from training.evaluate import TrainingRows
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.auth import ApiKeys
+from service.ops.auth import ApiKeys
 from service.settings import Settings
 
 KEY = "s3cret-key-one"

@@ -429,7 +429,7 @@ CASES = dict([*_tensor_cases(), *_sample_cases(), *_v2_cases(), *_model_route_ca
 def client() -> Iterator[Any]:
     from fastapi.testclient import TestClient
 
-    from service.main import create_app
+    from service.app import create_app
     from service.settings import Settings
     from tests.conftest import FIXTURE_MODELS
 
@@ -475,7 +475,7 @@ def test_bad_input_matrix_covers_every_post_route(client: Any) -> None:
 def test_client_disconnect_mid_body_is_quiet_and_not_counted_as_500(caplog: pytest.LogCaptureFixture) -> None:
     import asyncio
 
-    from service.main import create_app
+    from service.app import create_app
     from service.settings import Settings
     from tests.conftest import FIXTURE_MODELS
 

@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from service.admission import AdmissionGate, OverloadedError
+from service.ops.admission import AdmissionGate, OverloadedError
 from tests.conftest import FIXTURE_MODELS
 from tests.live import LiveServer
 from tests.reliability.raw_http import GOOD, open_slow_request, read_response

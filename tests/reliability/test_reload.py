@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from service.registry import ModelRegistry
+from service.core.registry import ModelRegistry
 from tests.fixtures.make_models import write_model
 from tests.live import LiveServer
 

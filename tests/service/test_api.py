@@ -248,7 +248,7 @@ def test_denoise_npy_bool_dtype_is_422(client: Any) -> None:
 
 
 def test_reconstruction_error_default_threshold(client: Any, fixture_models: Any) -> None:
-    from service.metadata import ModelMetadata
+    from service.contract import ModelMetadata
 
     meta = ModelMetadata.read(fixture_models / "tiny" / "2")
     body = client.post("/reconstruction-error", json={"model": "tiny", "inputs": ROWS}).json()
@@ -347,7 +347,7 @@ def test_models_lists_every_version_with_contract_fields(client: Any) -> None:
     models = client.get("/models").json()["models"]
     assert [(m["name"], m["version"]) for m in models] == [("tiny", 1), ("tiny", 2), ("tiny-vae", 1)]
     vae = models[2]
-    for key in ["variant", "input_dim", "latent_dim", "image_shape", "generative", "providers", "metrics"]:
+    for key in ["variant", "input_dim", "latent_dim", "image", "generative", "providers", "metrics"]:
         assert key in vae
     assert vae["status"] == "ready"
     assert vae["providers"] == ["CPUExecutionProvider"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.main import create_app
+from service.app import create_app
 from service.settings import Settings
 
 COMMITTED = Path(__file__).resolve().parents[2] / "service" / "openapi.json"

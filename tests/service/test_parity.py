@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.calibration import threshold_for_rate
-from service.metadata import ModelMetadata, ScoreCalibration
+from service.contract import ModelMetadata, ScoreCalibration
+from service.core.calibration import threshold_for_rate
 from tests.reference import fused_outputs
 
 X = np.random.default_rng(42).normal(5.0, 2.0, (16, 4)).astype(np.float32)  # (batch, input_dim)

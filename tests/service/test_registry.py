@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.registry import ModelRegistry
+from service.core.registry import ModelRegistry
 from tests.fixtures.make_models import write_model
 from tests.repository import set_graph_sha256
 

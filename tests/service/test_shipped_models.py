@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.metadata import ModelMetadata
+from service.contract import ModelMetadata
 from tests.conftest import SHIPPED_MODELS
 
 SHIPPED = sorted(p.parent for p in SHIPPED_MODELS.glob("*/*/metadata.json"))
@@ -18,7 +18,7 @@ SHIPPED = sorted(p.parent for p in SHIPPED_MODELS.glob("*/*/metadata.json"))
 def shipped_client() -> Any:
     from fastapi.testclient import TestClient
 
-    from service.main import create_app
+    from service.app import create_app
     from service.settings import Settings
 
     with TestClient(create_app(Settings(models_dir=SHIPPED_MODELS))) as client:

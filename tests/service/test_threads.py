@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from service.ops.threads import available_cpus, cgroup_cpu_limit, plan_threads
 from service.settings import Settings
-from service.threads import available_cpus, cgroup_cpu_limit, plan_threads
 
 
 def test_cgroup_v2_quota(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from service.calibration import threshold_for_rate
-from service.metadata import ScoreCalibration
+from service.contract import ScoreCalibration
+from service.core.calibration import threshold_for_rate
 from training.calibration import (
     CALIBRATED_LEVELS,
     CONFIDENCE,

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from service.metadata import ModelMetadata
+from service.contract import ModelMetadata
 from training.cli import main
 from training.export import sha256
 

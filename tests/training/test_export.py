@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from service.metadata import ModelMetadata
+from service.contract import ModelMetadata
 from training.artifact import recalibrate_version, train_version
 from training.config import TrainConfig
 from training.data import Dataset, Normaliser

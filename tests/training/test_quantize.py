@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from service.metadata import METADATA_FILE, ModelMetadata
+from service.contract import METADATA_FILE, ModelMetadata
 from training import quantize
 from training.artifact import recalibrate_version, train_version
 from training.calibration import calibrate

@@ -232,7 +232,7 @@ def test_explorer_lists_models_and_scores_drawing_then_noise(
         assert f"{meta['input_dim']} → {meta['latent_dim']}" in row.text, row.text
         assert "ready" in row.text, row.text
 
-    image_models = sorted(n for n, m in models.items() if m.get("image_shape"))
+    image_models = sorted(n for n, m in models.items() if m.get("image"))
     assert image_models, "no image-shaped model among the shipped ones"
     name = next((n for n in image_models if n.endswith("-plain")), image_models[0])
     _choose_model(browser, name)
@@ -266,12 +266,12 @@ def test_explorer_lists_models_and_scores_drawing_then_noise(
 def test_explorer_draws_vae_samples(
     browser: webdriver.Chrome, base_url: str, models: dict[str, dict[str, Any]]
 ) -> None:
-    generative = sorted(n for n, m in models.items() if m.get("generative") and m.get("image_shape"))
+    generative = sorted(n for n, m in models.items() if m.get("generative") and m.get("image"))
     assert generative, "no generative image model among the shipped ones"
     browser.get(base_url + "/ui/")
     _wait(browser, "the model table", lambda d: d.find_elements(By.CSS_SELECTOR, "#models-body tr"))
     _choose_model(browser, generative[0])
-    if models[generative[0]]["image_shape"] == [8, 8]:
+    if [models[generative[0]]["image"][k] for k in ("height", "width")] == [8, 8]:
         browser.find_element(By.ID, "example-btn").click()
         _settled_input(browser, None)
     n = 12
@@ -348,7 +348,7 @@ def tabular_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("models") / "tiny-tabular" / "1"
     shutil.copytree(source, target)
     meta = json.loads((target / "metadata.json").read_text())
-    meta.update(name="tiny-tabular", image_shape=None)
+    meta.update(name="tiny-tabular", kind="rows", image=None)
     (target / "metadata.json").write_text(json.dumps(meta))
     return target.parent.parent
 

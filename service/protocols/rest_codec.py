@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 from starlette.requests import ClientDisconnect, Request
 
+from service.core.runtime import Float32Array
 from service.errors import (
     BadRequestError,
     InvalidInputError,
@@ -32,7 +33,6 @@ from service.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
-from service.runtime import Float32Array
 
 __all__ = [
     "JSON",

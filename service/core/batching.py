@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from service.core.runtime import Float32Array, OnnxModel
 from service.errors import BatchQueueFullError, BatchTimeoutError, ModelUnavailableError
-from service.runtime import Float32Array, OnnxModel
 
 __all__ = [
     "BatchFn",

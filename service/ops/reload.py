@@ -17,10 +17,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from service.auth import ApiKeys
-from service.metrics import ServiceMetrics
-from service.registry import LoadFailure, ModelRegistry, ReloadReport
-from service.schemas import ErrorResponse
+from service.core.registry import LoadFailure, ModelRegistry, ReloadReport
+from service.ops.auth import ApiKeys
+from service.ops.metrics import ServiceMetrics
+from service.protocols.schemas import ErrorResponse
 
 __all__ = ["SUPERVISOR_PID_ENV", "ReloadFailure", "ReloadResponse", "Reloader", "router"]
 

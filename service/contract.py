@@ -4,16 +4,26 @@ Training builds a `ModelMetadata` and writes it; the service reads and validates
 place the contract is defined. It depends on pydantic and the standard library only, so the training side can
 import it without pulling in FastAPI or ONNX Runtime, and the service can import it without torch.
 
-The ONNX graphs all take raw feature values (normalisation is baked in) and answer in raw units:
+A model has an input `kind` (what one sample is) and an `architecture` (the network body that reads it):
 
-- ``encoder`` : ``x`` (batch, input_dim) -> ``latent`` (batch, latent_dim) [+ ``log_var`` for the VAE]
-- ``decoder`` : ``latent`` (batch, latent_dim) -> ``reconstruction`` (batch, input_dim)
-- ``model``   : ``x`` -> ``latent`` [+ ``log_var``], ``reconstruction``,
-  ``feature_errors`` (batch, input_dim), ``error`` (batch,) [+ ``neg_elbo`` (batch,) for the VAE]
+- ``rows``   : a sample is a vector of `input_dim` named or numbered features (a table row).
+- ``series`` : a sample is a window of `series.window` consecutive time steps of `series.channels` channels;
+  the service cuts a longer series into windows itself (stride 1) and scores every time step.
+- ``image``  : a sample is a `image.channels` x `image.height` x `image.width` image (channels first).
 
-``feature_errors`` is the squared error of each feature in the normalised space ((x - mean) / scale) and
-``error`` is their mean over features: the per-sample reconstruction error the service scores anomalies by.
-`SCORE_OUTPUTS` names the fused graph's output that carries each anomaly score.
+`input_shape` is one sample's shape as the graphs take it, after the batch axis: ``[input_dim]`` for rows and
+for an MLP over flattened images, ``[window, channels]`` for series, ``[channels, height, width]`` for a
+convolutional image body. The ONNX graphs all take raw values (normalisation is baked in) and answer in raw
+units:
+
+- ``encoder`` : ``x`` (batch, *input_shape) -> ``latent`` (batch, latent_dim) [+ ``log_var`` for the VAE]
+- ``decoder`` : ``latent`` (batch, latent_dim) -> ``reconstruction`` (batch, *input_shape)
+- ``model``   : ``x`` -> ``latent`` [+ ``log_var``], ``reconstruction`` (batch, *input_shape),
+  ``feature_errors`` (batch, *input_shape), ``error`` (batch,) [+ further scores, e.g. ``neg_elbo``]
+
+``feature_errors`` is the squared error of each value in the normalised space ((x - offset) / scale) and
+``error`` is their mean: the per-sample reconstruction error. `score_outputs` names the fused graph's output
+that carries each anomaly score (``mse`` -> ``error`` always).
 """
 
 from __future__ import annotations
@@ -34,13 +44,18 @@ __all__ = [
     "SCORE_OUTPUTS",
     "DataSummary",
     "GraphFile",
+    "ImageSpec",
+    "InputKind",
     "ModelMetadata",
     "Normalisation",
     "ScoreCalibration",
+    "ScoreName",
+    "SeriesSpec",
+    "StepScore",
     "is_valid_name",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[2] = 2
 METADATA_FILE = "metadata.json"
 
 # Model names become URL path segments and directory names: keep them boring.
@@ -48,10 +63,15 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 
 GraphRole = Literal["encoder", "decoder", "model"]
-ScoreName = Literal["mse", "neg_elbo"]
+InputKind = Literal["rows", "series", "image"]
+ScoreName = str
+"""An anomaly score's name, e.g. `mse` or `neg_elbo`: letters, digits and `_`."""
+SCORE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+StepScore = Literal["last", "window_mean", "covering_mean"]
+"""How a series model makes one time step's score from its windows' per-step errors (see `SeriesSpec`)."""
 
 SCORE_OUTPUTS: dict[ScoreName, str] = {"mse": "error", "neg_elbo": "neg_elbo"}
-"""The fused graph's output tensor that carries each anomaly score (`mse` is the per-sample `error`)."""
+"""Default fused-graph outputs of the well-known scores, for metadata that does not list `score_outputs`."""
 
 
 class _Strict(BaseModel):
@@ -83,11 +103,13 @@ class GraphFile(_Strict):
 class Normalisation(_Strict):
     """Per-feature affine normalisation baked into the graphs: normalised = (raw - offset) / scale."""
 
-    kind: Literal["standard", "minmax", "identity"]
+    kind: Literal["standard", "minmax", "robust", "identity"]
     """How offset and scale were fitted on the training rows."""
     offset: list[float]
     scale: list[float]
     """Strictly positive; a constant feature gets a scale of 1 rather than 0."""
+    clip: float | None = Field(default=None, gt=0)
+    """When set, normalised values are clipped to [-clip, clip] before the network (baked into the graphs)."""
 
     @model_validator(mode="after")
     def _check(self) -> Normalisation:
@@ -169,6 +191,42 @@ def _interpolate(x: float, xs: list[float], ys: list[float], last: bool) -> floa
     return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
 
+class SeriesSpec(_Strict):
+    """How a series model reads time: windows of `window` steps of `channels` channels.
+
+    The service cuts a series of T >= window steps into the T - window + 1 windows at stride 1 (the same
+    function as training, `service.core.windows`), runs them, and gives every step a score from the windows'
+    per-step errors (mean over channels of `feature_errors`):
+
+    - ``last``: step t's score is its error in the window that ends at t (for the first window - 1 steps,
+      their errors in the first window). Causal: a step's score never changes when later steps arrive, so a
+      client that sends the last `window` points gets the newest step's final score.
+    - ``window_mean``: the mean error of the window that ends at t (first steps: the first window's mean).
+      Causal too, smoother, later to react.
+    - ``covering_mean``: the mean of t's errors over every window that covers it (not causal: the last
+      window - 1 steps of a series change as more arrive).
+    """
+
+    window: int = Field(ge=2)
+    channels: int = Field(ge=1)
+    stride: int = Field(default=1, ge=1)
+    """The stride training cut its windows at (serving always uses 1)."""
+    time_column: str | None = None
+    """The training file's time column, dropped from the features; requests may send it (checked sorted and
+    unique, then dropped)."""
+    step_score: StepScore = "last"
+
+
+class ImageSpec(_Strict):
+    """One sample is an image of `channels` x `height` x `width`, channels first."""
+
+    channels: int = Field(ge=1, le=4)
+    height: int = Field(ge=1)
+    width: int = Field(ge=1)
+    pixel_range: tuple[float, float] = (0.0, 255.0)
+    """The raw values an 8-bit image's 0 and 255 stand for (digits: 0 and 16); PNG bodies map linearly."""
+
+
 class DataSummary(_Strict):
     """Where the training rows came from and how they were split."""
 
@@ -187,16 +245,28 @@ class DataSummary(_Strict):
 class ModelMetadata(_Strict):
     """Everything the service needs to know about one model version, and everything a person wants to."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     name: str = Field(pattern=NAME_PATTERN)
     version: int = Field(ge=1)
     variant: str
     """Key in `training.variants.VARIANTS` (plain, linear, sparse_l1, sparse_l2, sparse_kl, denoising,
     contractive, vae)."""
+    kind: InputKind = "rows"
+    """What one sample is: a table row, a window of a time series, or an image."""
+    architecture: str = "mlp"
+    """The network body (a key of `training.bodies.BODIES`: mlp, conv1d, conv2d)."""
     input_dim: int = Field(ge=1)
+    """Values in one sample: the product of `input_shape`."""
+    input_shape: list[int] | None = None
+    """One sample's shape as the graphs take it (after the batch axis); None means `[input_dim]`."""
     latent_dim: int = Field(ge=1)
-    image_shape: tuple[int, int] | None = None
-    """(height, width) when a sample is a flattened image, e.g. (8, 8) for digits."""
+    feature_names: list[str] | None = None
+    """Rows: the name of each feature (e.g. a CSV header); series: of each channel. Requests may then send
+    named records or CSV with a header, matched by name in any order."""
+    series: SeriesSpec | None = None
+    """Set exactly when `kind` is series."""
+    image: ImageSpec | None = None
+    """Set exactly when `kind` is image."""
     generative: bool = False
     """True when decoding z ~ N(0, I) gives meaningful new samples (the VAE)."""
     graphs: dict[GraphRole, GraphFile]
@@ -204,8 +274,9 @@ class ModelMetadata(_Strict):
     opset: int = Field(ge=17)
     normalisation: Normalisation
     scores: list[ScoreName] = ["mse"]
-    """Anomaly scores the fused graph outputs, each in the output `SCORE_OUTPUTS[score]` (`mse` -> `error`,
-    `neg_elbo` -> `neg_elbo`)."""
+    """Anomaly scores the fused graph outputs, each in the output `score_outputs[score]`."""
+    score_outputs: dict[ScoreName, str] = {}
+    """Score -> the fused graph's output that carries it; well-known scores default to `SCORE_OUTPUTS`."""
     default_score: ScoreName = "mse"
     calibration: dict[ScoreName, ScoreCalibration] = {}
     """Per score, its held-out distribution and default threshold. Empty when the model was not calibrated."""
@@ -219,20 +290,67 @@ class ModelMetadata(_Strict):
     """Versions of the libraries that produced the files (torch, onnx, onnxruntime, ...)."""
     created_at: datetime
 
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        """Schema 1 wrote `image_shape` (height, width) for flattened images; it reads as an image model."""
+        if isinstance(data, dict) and "image_shape" in data:
+            data = dict(data)
+            shape = data.pop("image_shape")
+            if shape is not None:
+                data.setdefault("kind", "image")
+                data.setdefault("image", {"channels": 1, "height": shape[0], "width": shape[1]})
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> ModelMetadata:
         missing = {"encoder", "decoder", "model"} - set(self.graphs)
         if missing:
             raise ValueError(f"graphs must include encoder, decoder and model; missing {sorted(missing)}")
-        if len(self.normalisation.offset) != self.input_dim:
-            raise ValueError(
-                f"normalisation has {len(self.normalisation.offset)} features, input_dim is {self.input_dim}"
-            )
-        if self.image_shape is not None and self.image_shape[0] * self.image_shape[1] != self.input_dim:
-            raise ValueError(f"image_shape {self.image_shape} does not flatten to input_dim {self.input_dim}")
+        shape = self.sample_shape
+        if any(d < 1 for d in shape) or _product(shape) != self.input_dim:
+            raise ValueError(f"input_shape {shape} does not hold input_dim {self.input_dim} values")
+        self._check_layout(shape)
+        if self.feature_names is not None:
+            width = self.series.channels if self.series else self.input_dim
+            if len(self.feature_names) != width or len(set(self.feature_names)) != width:
+                raise ValueError(f"feature_names must be {width} distinct names, got {self.feature_names}")
+        for score in self.scores:
+            if not re.match(SCORE_NAME_PATTERN, score):
+                raise ValueError(f"score name {score!r} must match {SCORE_NAME_PATTERN}")
+        unknown = [s for s in self.scores if s not in self.score_outputs and s not in SCORE_OUTPUTS]
+        if unknown:
+            raise ValueError(f"scores {unknown} need an entry in score_outputs")
         if self.default_score not in self.scores:
             raise ValueError(f"default_score {self.default_score!r} is not among scores {self.scores}")
         return self
+
+    def _check_layout(self, shape: list[int]) -> None:
+        if (self.kind == "series") != (self.series is not None):
+            raise ValueError("series must be given exactly when kind is 'series'")
+        if (self.kind == "image") != (self.image is not None):
+            raise ValueError("image must be given exactly when kind is 'image'")
+        if self.series is not None and shape != [self.series.window, self.series.channels]:
+            raise ValueError(f"a series model's input_shape must be [window, channels], got {shape}")
+        if self.image is not None:
+            image = self.image
+            if _product([image.channels, image.height, image.width]) != self.input_dim:
+                raise ValueError(
+                    f"image {image.channels}x{image.height}x{image.width} is not {self.input_dim} values"
+                )
+        width = len(self.normalisation.offset)
+        allowed = {self.input_dim, shape[-1], 1} | ({self.image.channels} if self.image else set())
+        if width not in allowed:
+            raise ValueError(f"normalisation has {width} entries; expected one of {sorted(allowed)}")
+
+    @property
+    def sample_shape(self) -> list[int]:
+        """One sample's shape as the graphs take it (`input_shape`, or `[input_dim]`)."""
+        return list(self.input_shape) if self.input_shape is not None else [self.input_dim]
+
+    def score_output(self, score: ScoreName) -> str:
+        """The fused graph's output that carries `score`."""
+        return self.score_outputs.get(score) or SCORE_OUTPUTS[score]
 
     @classmethod
     def read(cls, directory: Path) -> ModelMetadata:
@@ -244,6 +362,13 @@ class ModelMetadata(_Strict):
         path = directory / METADATA_FILE
         path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
         return path
+
+
+def _product(values: list[int]) -> int:
+    result = 1
+    for v in values:
+        result *= v
+    return result
 
 
 def is_valid_name(name: str) -> bool:

@@ -1,7 +1,7 @@
 """The app factory: `create_app(settings)` wires the routes, the error handler, metrics and the lifespan.
 
 The lifespan loads the model repository (checked, warmed) and hands it to requests through lifespan state
-(`request.state.ae`), never through module globals. Use with `uvicorn --factory service.main:create_app`.
+(`request.state.ae`), never through module globals. Use with `uvicorn --factory service.app:create_app`.
 
 One plain ASGI middleware (`FrontMiddleware`) does, in order: metrics (counts every answer, refusals
 included), CORS (when configured, so preflights need no key), API keys (when any can be configured),
@@ -36,17 +36,17 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from service import __version__
-from service.admin import Reloader
-from service.admin import router as admin_router
-from service.admission import AdmissionGate, FrontMiddleware
-from service.api import REQUEST_MODELS, AppState, router
-from service.auth import SECURITY_SCHEME, ApiKeys, is_public_path
+from service.core.registry import ModelRegistry
 from service.errors import ServiceError, error_response, service_error_handler, unexpected_error_handler
-from service.metrics import ServiceMetrics
-from service.registry import ModelRegistry
+from service.ops.admission import AdmissionGate, FrontMiddleware
+from service.ops.auth import SECURITY_SCHEME, ApiKeys, is_public_path
+from service.ops.metrics import ServiceMetrics
+from service.ops.reload import Reloader
+from service.ops.reload import router as admin_router
+from service.ops.threads import plan_threads
+from service.protocols.rest import REQUEST_MODELS, AppState, router
+from service.protocols.v2_http import router as v2_router
 from service.settings import Settings
-from service.threads import plan_threads
-from service.v2 import router as v2_router
 
 __all__ = ["UI_DIR", "create_app", "openapi_schema"]
 

@@ -1,8 +1,9 @@
 """HTTP request and response models. They document the API (OpenAPI) and validate the non-tensor fields.
 
 The tensor fields (`inputs`, `latents`) are not validated by pydantic at request time: the codec parses them
-straight into numpy (see `service.codec`). Each `<Verb>Params` model holds a request's other fields and is
-what the routes validate; `<Verb>Request` adds the tensor field and is what the OpenAPI schema shows.
+straight into numpy (see `service.protocols.rest_codec`). Each `<Verb>Params` model holds a request's other
+fields and is what the routes validate; `<Verb>Request` adds the tensor field and is what the OpenAPI schema
+shows.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from service.metadata import DataSummary, ScoreCalibration, ScoreName
+from service.contract import DataSummary, ImageSpec, ScoreCalibration, ScoreName, SeriesSpec
 
 __all__ = [
     "DecodeParams",
@@ -222,7 +223,12 @@ class ModelInfo(BaseModel):
     variant: str | None = None
     input_dim: int | None = None
     latent_dim: int | None = None
-    image_shape: tuple[int, int] | None = None
+    kind: str | None = None
+    architecture: str | None = None
+    input_shape: list[int] | None = None
+    feature_names: list[str] | None = None
+    series: SeriesSpec | None = None
+    image: ImageSpec | None = None
     generative: bool | None = None
     providers: list[str] = Field(default=[], description="Execution providers the sessions really got.")
     metrics: dict[str, float] = {}

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from service.contract import ModelMetadata, ScoreCalibration, ScoreName
 from service.errors import InvalidInputError
-from service.metadata import ModelMetadata, ScoreCalibration, ScoreName
 
 __all__ = ["ThresholdChoice", "choose_threshold", "threshold_for_rate"]
 

@@ -1,10 +1,10 @@
-"""The HTTP routes. Thin: parse (service.codec), look up (registry), call the runtime, answer.
+"""The HTTP routes. Thin: parse (service.protocols.rest_codec), look up (registry), call the runtime, answer.
 
 Tensor endpoints read the raw body themselves (no pydantic body parameter: that path is several times slower)
 and answer with orjson or binary bytes; their OpenAPI entries still document the typed request and answers.
 Models run directly on the event loop (they take microseconds; the threadpool costs more than it saves),
 except batches over AE_INLINE_MAX_ROWS rows, which go to a worker thread. With AE_BATCHING, concurrent
-requests to one model and operation coalesce into one run (service.batching). Routes that take only the
+requests to one model and operation coalesce into one run (service.core.batching). Routes that take only the
 request and answer a Response skip FastAPI's dependency solving (`TensorRoute`): per-request cost matters
 at batch 1, and they parse their own bodies anyway.
 """
@@ -25,9 +25,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service import __version__
-from service.batching import BatcherPool, BatchLimits, Rows
-from service.calibration import choose_threshold
-from service.codec import (
+from service.contract import ScoreName
+from service.core.batching import BatcherPool, BatchLimits, Rows
+from service.core.calibration import choose_threshold
+from service.core.registry import LoadFailure, ModelRegistry, RegistrySnapshot
+from service.core.runtime import Float32Array, OnnxModel
+from service.errors import (
+    InvalidInputError,
+    ModelNotFoundError,
+    NotAcceptableError,
+    NotReadyError,
+    UnsupportedMediaTypeError,
+)
+from service.ops.metrics import CONTENT_TYPE_LATEST, MODEL_SCOPE_KEY, ServiceMetrics
+from service.ops.threads import ThreadPlan
+from service.protocols.rest_codec import (
     JSON,
     NPY,
     RAW,
@@ -44,18 +56,7 @@ from service.codec import (
     response_format,
     rows_to_array,
 )
-from service.errors import (
-    InvalidInputError,
-    ModelNotFoundError,
-    NotAcceptableError,
-    NotReadyError,
-    UnsupportedMediaTypeError,
-)
-from service.metadata import ScoreName
-from service.metrics import CONTENT_TYPE_LATEST, MODEL_SCOPE_KEY, ServiceMetrics
-from service.registry import LoadFailure, ModelRegistry, RegistrySnapshot
-from service.runtime import Float32Array, OnnxModel
-from service.schemas import (
+from service.protocols.schemas import (
     DecodeParams,
     DecodeRequest,
     DecodeResponse,
@@ -80,7 +81,6 @@ from service.schemas import (
     SampleResponse,
 )
 from service.settings import Settings
-from service.threads import ThreadPlan
 
 __all__ = ["REQUEST_MODELS", "AppState", "TensorRoute", "router"]
 
@@ -496,7 +496,12 @@ def _model_info(model: OnnxModel) -> ModelInfo:
         variant=meta.variant,
         input_dim=meta.input_dim,
         latent_dim=meta.latent_dim,
-        image_shape=meta.image_shape,
+        kind=meta.kind,
+        architecture=meta.architecture,
+        input_shape=meta.sample_shape,
+        feature_names=meta.feature_names,
+        series=meta.series,
+        image=meta.image,
         generative=meta.generative,
         providers=model.providers["model"],
         metrics=meta.metrics,
@@ -518,7 +523,12 @@ def _failure_info(failure: LoadFailure) -> ModelInfo:
             "variant": meta.variant,
             "input_dim": meta.input_dim,
             "latent_dim": meta.latent_dim,
-            "image_shape": meta.image_shape,
+            "kind": meta.kind,
+            "architecture": meta.architecture,
+            "input_shape": meta.sample_shape,
+            "feature_names": meta.feature_names,
+            "series": meta.series,
+            "image": meta.image,
             "generative": meta.generative,
             "metrics": meta.metrics,
             "scores": meta.scores,

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from service.contract import METADATA_FILE, ModelMetadata
+from service.core.runtime import ModelLoadError, OnnxModel
 from service.errors import ModelNotFoundError, ModelUnavailableError
-from service.metadata import METADATA_FILE, ModelMetadata
-from service.runtime import ModelLoadError, OnnxModel
 
 __all__ = ["LoadFailure", "ModelRegistry", "RegistrySnapshot", "ReloadReport"]
 

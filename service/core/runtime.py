@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from service.contract import GraphRole, ModelMetadata, ScoreName
 from service.errors import InvalidInputError, NotGenerativeError
-from service.metadata import SCORE_OUTPUTS, GraphRole, ModelMetadata, ScoreName
 
 __all__ = ["Encoded", "Float32Array", "ModelLoadError", "OnnxModel", "Scored", "default_providers"]
 
@@ -141,7 +141,7 @@ class OnnxModel:
             "encoder": ["latent"],
             "decoder": ["reconstruction"],
             "model": ["latent", "reconstruction", "feature_errors", "error"],
-        }[role] + [SCORE_OUTPUTS[s] for s in self.metadata.scores if role == "model"]
+        }[role] + [self.metadata.score_output(s) for s in self.metadata.scores if role == "model"]
         lacking = [o for o in required if o not in outputs]
         if lacking:
             raise ModelLoadError(f"{role} graph lacks required outputs {lacking} ({outputs} present)")
@@ -217,7 +217,7 @@ class OnnxModel:
             raise InvalidInputError(
                 f"model {self.metadata.name} has no score {name!r}; expected one of {self.metadata.scores}"
             )
-        wanted = [SCORE_OUTPUTS[name]] + (["feature_errors"] if per_feature else [])
+        wanted = [self.metadata.score_output(name)] + (["feature_errors"] if per_feature else [])
         out = self._sessions["model"].run(wanted, {self._model_in: x})
         return Scored(out[0], out[1] if per_feature else None)
 

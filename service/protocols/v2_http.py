@@ -28,11 +28,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 import service
-from service.api import AppState
-from service.codec import check_rows, checked_float32, parse_json_object, read_body
+from service.core.runtime import Float32Array, OnnxModel
 from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeError, ServiceError
-from service.metrics import MODEL_SCOPE_KEY
-from service.runtime import Float32Array, OnnxModel
+from service.ops.metrics import MODEL_SCOPE_KEY
+from service.protocols.rest import AppState
+from service.protocols.rest_codec import check_rows, checked_float32, parse_json_object, read_body
 
 __all__ = [
     "HEADER_LENGTH",

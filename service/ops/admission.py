@@ -23,9 +23,9 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.auth import PROBE_PATHS, ApiKeys, check_key, is_public_path, refuse
 from service.errors import send_error
-from service.metrics import MODEL_SCOPE_KEY, ServiceMetrics
+from service.ops.auth import PROBE_PATHS, ApiKeys, check_key, is_public_path, refuse
+from service.ops.metrics import MODEL_SCOPE_KEY, ServiceMetrics
 from service.settings import Settings
 
 __all__ = ["AdmissionGate", "FrontMiddleware", "OverloadedError", "RequestDeadlines"]
