@@ -34,9 +34,16 @@ def _train_synthetic(out: Path, steps: int) -> Path:
     from training.data import Dataset
 
     config = TrainConfig(
-        variant="plain", latent_dim=32, hidden=(256, 64), steps=steps, batch_size=64, patience=steps, seed=0
+        variant="plain",
+        architecture="mlp",
+        latent_dim=32,
+        hidden=(256, 64),
+        steps=steps,
+        batch_size=64,
+        patience=steps,
+        seed=0,
     )
-    dataset = Dataset(synthetic_rows(1000), "synthetic-784", (28, 28))
+    dataset = Dataset.of_images(synthetic_rows(1000).reshape(-1, 1, 28, 28), "synthetic-784")
     trained = train_version(config, dataset, out, SYNTHETIC_NAME, test_every=0, progress=False, version=1)
     return trained.directory
 

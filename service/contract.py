@@ -249,8 +249,8 @@ class ModelMetadata(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     version: int = Field(ge=1)
     variant: str
-    """Key in `training.variants.VARIANTS` (plain, linear, sparse_l1, sparse_l2, sparse_kl, denoising,
-    contractive, vae)."""
+    """The objective: a key of `training.objectives.OBJECTIVES` (plain, linear, sparse_l1, sparse_l2,
+    sparse_kl, denoising, contractive, vae)."""
     kind: InputKind = "rows"
     """What one sample is: a table row, a window of a time series, or an image."""
     architecture: str = "mlp"

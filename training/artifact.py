@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import platform
 import shutil
 import time
@@ -17,12 +19,12 @@ from service.contract import (
     SCORE_OUTPUTS,
     DataSummary,
     GraphFile,
-    ImageSpec,
     ModelMetadata,
     Normalisation,
     ScoreCalibration,
     ScoreName,
 )
+from training.bodies import BODIES, body_for
 from training.calibration import calibrate
 from training.config import TrainConfig
 from training.data import Array, Dataset, Normaliser, split_rows
@@ -101,16 +103,24 @@ def train_version(
 ) -> TrainedVersion:
     """Train `config` on `dataset` and write `out/name/<next version>/` (ONNX graphs, metadata.json, PNGs).
 
-    Rows with index % test_every == 0 are held out for the reported metrics (none when test_every is 0; the
-    metrics then use the validation rows); the validation split calibrates the anomaly scores. A given
-    `version` replaces that version's directory; by default the next free version is taken.
+    The body is `config.architecture`, else the one made for the data's kind (DataError when the body cannot
+    read the data). Samples with index % test_every == 0 are held out for the reported metrics (none when
+    test_every is 0; the metrics then use the validation samples); the validation split calibrates the anomaly
+    scores. A given `version` replaces that version's directory; by default the next free version is taken.
     """
     started = time.perf_counter()
-    split = split_rows(len(dataset.x), config.validation_fraction, config.seed, test_every)
-    x_train, x_val, x_test = (dataset.x[i] for i in (split.train, split.validation, split.test))
-    shared = dataset.image_shape is not None if config.shared_scale is None else config.shared_scale
-    normaliser = Normaliser.fit(x_train, config.normalisation, shared)
-    result = train_model(config, normaliser.transform(x_train), normaliser.transform(x_val), progress)
+    architecture = body_for(dataset.kind, config.architecture)
+    config = dataclasses.replace(config, architecture=architecture)
+    body = BODIES[architecture]
+    input_shape = body.input_shape_for(dataset.sample_shape, dataset.kind)
+    x = dataset.x.reshape(len(dataset.x), *input_shape)  # (n, *input_shape)
+    split = split_rows(len(x), config.validation_fraction, config.seed, test_every)
+    x_train, x_val, x_test = (x[i] for i in (split.train, split.validation, split.test))
+    shared = dataset.shares_units if config.shared_scale is None else config.shared_scale
+    normaliser = Normaliser.fit(x_train, config.normalisation, shared, body.channel_axis)
+    result = train_model(
+        config, normaliser.transform(x_train), normaliser.transform(x_val), progress, dataset.kind
+    )
     model = result.model
     seconds = time.perf_counter() - started
 
@@ -137,55 +147,45 @@ def train_version(
             config.false_alarm_rate,
         )
         held_out = x_test if len(x_test) else x_val
-        metrics = held_out_metrics(
-            model, normaliser, x_train, held_out, dataset.image_shape is not None, seed=config.seed
-        )
+        metrics = held_out_metrics(model, normaliser, x_train, held_out, dataset.shares_units, config.seed)
         metrics |= {
             "train_mse": result.history.train_reconstruction[result.best_epoch],
             "validation_mse": result.history.validation_reconstruction[result.best_epoch],
             "best_epoch": float(result.best_epoch + 1),
             "epochs_run": float(result.epochs_run),
             "train_seconds": seconds,
-            "onnx_parity_max_abs_error": parity,
+            "onnx_parity_max_normalised_error": parity,
         }
         test_outputs = run_graph(directory, graphs["model"], held_out)
-        title = f"{name} v{directory.name} ({config.variant})"
+        title = f"{name} v{directory.name} ({config.variant}, {architecture})"
         save_loss_curves(result.history, result.best_epoch, directory / "loss_curves.png", title)
+        reconstructions = test_outputs["reconstruction"]
         save_reconstructions(
-            held_out,
-            test_outputs["reconstruction"],
-            dataset.image_shape,
-            directory / "reconstructions.png",
-            title,
+            held_out, reconstructions, dataset.image, directory / "reconstructions.png", title
         )
         if model.generative:
             with torch.no_grad():
-                samples = model.sample(
-                    24, torch.Generator().manual_seed(config.seed)
-                ).numpy()  # (24, input_dim)
-            save_samples(normaliser.inverse(samples), dataset.image_shape, directory / "samples.png", title)
+                generator = torch.Generator().manual_seed(config.seed)
+                samples = model.sample(24, generator).numpy()  # (24, *input_shape)
+            save_samples(normaliser.inverse(samples), dataset.image, directory / "samples.png", title)
         metadata = ModelMetadata(
             name=name,
             version=int(directory.name),
             variant=config.variant,
-            input_dim=dataset.x.shape[1],
+            kind=dataset.kind,
+            architecture=architecture,
+            input_dim=math.prod(input_shape),
+            input_shape=list(input_shape),
             latent_dim=model.latent_dim,
-            kind="image" if dataset.image_shape else "rows",
-            image=(
-                ImageSpec(
-                    channels=1,
-                    height=dataset.image_shape[0],
-                    width=dataset.image_shape[1],
-                    pixel_range=(float(dataset.x.min()), float(dataset.x.max())),
-                )
-                if dataset.image_shape
-                else None
-            ),
+            series=dataset.series,
+            image=dataset.image,
             generative=model.generative,
             graphs=graphs,
             opset=OPSET,
             normalisation=Normalisation(
-                kind=normaliser.kind, offset=normaliser.offset.tolist(), scale=normaliser.scale.tolist()
+                kind=normaliser.kind,
+                offset=normaliser.offset.ravel().tolist(),
+                scale=normaliser.scale.ravel().tolist(),
             ),
             scores=list(model.scores),
             default_score="mse",
@@ -201,12 +201,12 @@ def train_version(
             seed=config.seed,
             data=DataSummary(
                 source=dataset.source,
-                n_features=dataset.x.shape[1],
+                n_features=math.prod(input_shape),
                 n_train=len(x_train),
                 n_validation=len(x_val),
                 n_test=len(x_test),
-                feature_min=x_train.min(axis=0).tolist(),
-                feature_max=x_train.max(axis=0).tolist(),
+                feature_min=x_train.min(axis=0).ravel().tolist(),
+                feature_max=x_train.max(axis=0).ravel().tolist(),
             ),
             libraries=_libraries(),
             created_at=datetime.now(UTC),

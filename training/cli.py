@@ -1,6 +1,8 @@
 """Command line: `python -m training train ...` trains one model version; `defaults` rebuilds the shipped set.
 
-Each variant's own options (--l1, --rho, --beta, ...) come from the `hyperparameters` its class declares.
+`--variant` names the objective (`training.objectives.OBJECTIVES`), `--architecture` the network body
+(`training.bodies.BODIES`, chosen from the data when not given). Each objective's own options (--l1, --rho,
+--beta, ...) come from the `hyperparameters` its class declares.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from pathlib import Path
 from service.contract import ModelMetadata, is_valid_name
 from training.arguments import OneLineParser, number
 from training.artifact import TrainedVersion, train_version
+from training.bodies import BODIES
 from training.config import TrainConfig
 from training.data import BUILTIN_DATASETS, DataError, load_data
 from training.evaluate import add_evaluate_command, run_evaluate
+from training.objectives import OBJECTIVES, HyperParameter
 from training.quantize import quantise_version
-from training.variants import VARIANTS, HyperParameter
 
 __all__ = ["main"]
 
+# The body of the shipped digits-<variant> models: an MLP over the 64 pixels, the no-data default.
+SHIPPED_ARCHITECTURE = "mlp"
 # Metrics printed after training (all are in the metadata).
 SHOWN_METRICS = ("test_mse", "test_mse_raw", "pca_mse", "mse_to_pca_ratio")
 
@@ -42,7 +47,7 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 def _variant_options() -> dict[str, HyperParameter]:
     options: dict[str, HyperParameter] = {}
-    for cls in VARIANTS.values():
+    for cls in OBJECTIVES.values():
         for p in cls.hyperparameters:
             options.setdefault(p.name, p)
     return options
@@ -54,9 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
 
     train = commands.add_parser("train", help="train one variant and write DIR/NAME/<next version>/")
-    train.add_argument("--variant", required=True, choices=sorted(VARIANTS))
+    train.add_argument("--variant", required=True, choices=sorted(OBJECTIVES), help="the objective")
     train.add_argument(
-        "--data", required=True, help=f"{', '.join(BUILTIN_DATASETS)}, or a .npy/.csv file of rows"
+        "--data",
+        required=True,
+        help=f"{', '.join(BUILTIN_DATASETS)}, or a .npy/.csv file of rows (a 3-D or 4-D .npy: images)",
+    )
+    chosen = ", ".join(f"{key} for {'/'.join(b.default_for)}" for key, b in BODIES.items() if b.default_for)
+    train.add_argument(
+        "--architecture", choices=sorted(BODIES), help=f"the network body (default from the data: {chosen})"
     )
     train.add_argument("--name", required=True, help="model name (letters, digits, _ . -)")
     train.add_argument("--out", required=True, type=Path, help="model repository directory")
@@ -71,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common_options(train, defaults)
     for p in _variant_options().values():
-        owners = [k for k, cls in VARIANTS.items() if p in cls.hyperparameters]
+        owners = [k for k, cls in OBJECTIVES.items() if p in cls.hyperparameters]
         train.add_argument(
             f"--{p.name.replace('_', '-')}",
             dest=f"hp_{p.name}",
@@ -81,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rebuild = commands.add_parser("defaults", help="rebuild the shipped digits-<variant> models, version 1")
     rebuild.add_argument("--out", type=Path, default=Path("models"))
-    rebuild.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
+    rebuild.add_argument("--variants", nargs="+", choices=sorted(OBJECTIVES), default=list(OBJECTIVES))
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     add_evaluate_command(commands)
     return parser
@@ -92,8 +103,11 @@ def _common_options(parser: argparse.ArgumentParser, d: TrainConfig) -> None:
     parser.add_argument(
         "--latent-dim", type=positive_int, help="code size (default: the variant's, mostly 16)"
     )
+    capacity = "; ".join(f"{key}: {b.hidden_help}" for key, b in BODIES.items())
     parser.add_argument(
-        "--hidden", type=_hidden, help="encoder widths, e.g. 256,128 (default: the variant's)"
+        "--hidden",
+        type=_hidden,
+        help=f"the encoder's capacity, e.g. 256,128 ({capacity}; default: the variant's for the body)",
     )
     parser.add_argument("--epochs", type=positive_int, help="default: enough epochs for the step budget")
     parser.add_argument(
@@ -113,7 +127,7 @@ def _common_options(parser: argparse.ArgumentParser, d: TrainConfig) -> None:
         "--shared-scale",
         action=argparse.BooleanOptionalAction,
         help="one normalisation scale for all features, for features in the same units such as pixels "
-        "(default: on for images, i.e. digits or a 3-D .npy, off otherwise)",
+        "(default: on for images, i.e. digits or a 3-D/4-D .npy, off otherwise)",
     )
     parser.add_argument("--false-alarm-rate", type=number(float, 1e-6, 0.5), default=d.false_alarm_rate)
     parser.add_argument("--seed", type=number(int, 0), default=d.seed)
@@ -122,7 +136,7 @@ def _common_options(parser: argparse.ArgumentParser, d: TrainConfig) -> None:
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    declared = {p.name for p in VARIANTS[args.variant].hyperparameters}
+    declared = {p.name for p in OBJECTIVES[args.variant].hyperparameters}
     given = {n: getattr(args, f"hp_{n}") for n in _variant_options() if getattr(args, f"hp_{n}") is not None}
     foreign = sorted(set(given) - declared)
     if foreign:
@@ -131,6 +145,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         raise CliError(f"{flags} does not apply to variant {args.variant!r} (its own options: {own})")
     return TrainConfig(
         variant=args.variant,
+        architecture=args.architecture,
         latent_dim=None if args.latent_dim is None else int(args.latent_dim),
         hidden=args.hidden,
         epochs=None if args.epochs is None else int(args.epochs),
@@ -154,7 +169,10 @@ def _report(trained: TrainedVersion) -> None:
     held_out = "test" if m.data.n_test else "validation"
     shown = "  ".join(f"{k}={m.metrics[k]:.6g}" for k in SHOWN_METRICS)
     print(f"wrote {trained.directory}")
-    print(f"  {m.variant}: {held_out} rows {m.data.n_test or m.data.n_validation}  {shown}")
+    print(
+        f"  {m.variant} on {m.architecture} {m.sample_shape}: {held_out} rows "
+        f"{m.data.n_test or m.data.n_validation}  {shown}"
+    )
     for score, cal in m.calibration.items():
         print(f"  threshold[{score}] = {cal.threshold:.6g} at false-alarm rate {cal.false_alarm_rate}")
 
@@ -167,7 +185,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     if args.command == "defaults":
         for variant in args.variants:
             trained = train_version(
-                TrainConfig(variant=variant),
+                TrainConfig(variant=variant, architecture=SHIPPED_ARCHITECTURE),
                 load_data("digits"),
                 args.out,
                 f"digits-{variant}",

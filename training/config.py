@@ -15,10 +15,15 @@ class TrainConfig:
     """Hyper-parameters of one training run. `None` means "choose from the data" (see the field notes)."""
 
     variant: str = "plain"
+    """The objective, a key of `training.objectives.OBJECTIVES`."""
+    architecture: str | None = None
+    """The network body, a key of `training.bodies.BODIES`; None -> the body made for the data's kind (mlp for
+    rows, conv2d for images, conv1d for series)."""
     latent_dim: int | None = None
-    """None -> the variant's default (16 for most)."""
+    """None -> the objective's default (16 for most)."""
     hidden: tuple[int, ...] | None = None
-    """Hidden layer widths of the encoder (the decoder mirrors them); None -> the variant's default."""
+    """The encoder's capacity (the decoder mirrors it): hidden layer widths of an MLP, channels of each
+    stage of a convolutional body; None -> the objective's default for the body."""
     epochs: int | None = None
     """Upper bound on epochs; None -> enough epochs for `steps` steps (so small data sets still train)."""
     steps: int | None = None
@@ -31,17 +36,17 @@ class TrainConfig:
     patience: int = 1500
     """Early stopping: stop after this many gradient steps without a better validation loss."""
     validation_fraction: float = 0.2
-    """Share of the training rows held out for early stopping and score calibration."""
+    """Share of the training samples held out for early stopping and score calibration."""
     normalisation: NormalisationKind = "minmax"
     shared_scale: bool | None = None
-    """One offset and scale for all features (they share units, like pixels); None -> True for image data."""
+    """One offset and scale for all values (they share units, like pixels); None -> True for image data."""
     false_alarm_rate: float = 0.01
     """Target false-alarm rate of the default anomaly threshold."""
     seed: int = 0
     threads: int = 1
-    """torch intra-op threads; one is fastest for these small MLPs."""
+    """torch intra-op threads; one is fastest for these small networks."""
     hparams: dict[str, float] = field(default_factory=dict)
-    """The variant's own hyper-parameters (e.g. `l1`, `rho`, `beta`), merged over its defaults."""
+    """The objective's own hyper-parameters (e.g. `l1`, `rho`, `beta`), merged over its defaults."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""

@@ -1,9 +1,13 @@
-"""Data sets (scikit-learn's built-in ones, or the user's .npy/.csv), validation, splits and normalisation."""
+"""Data sets (scikit-learn's built-in ones, or the user's .npy/.csv), validation, splits and normalisation.
+
+A data set is an array of samples, (n, *sample_shape), and its input kind (see `service.contract`): rows
+(n, features), images (n, channels, height, width), or series windows (n, window, channels).
+"""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,18 +15,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from service.contract import ImageSpec, InputKind, Normalisation, SeriesSpec
 from training.config import NormalisationKind
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "MAX_IMAGE_CHANNELS",
     "MIN_ROWS",
     "MIN_TRAIN_ROWS",
     "DataError",
     "Dataset",
     "Normaliser",
     "Split",
+    "as_rows",
     "load_data",
     "split_rows",
+    "stat_shape",
     "validate_rows",
 ]
 
@@ -39,14 +47,56 @@ class DataError(ValueError):
     """The data cannot be used for training; the message says what was wrong and what was expected."""
 
 
+# The most channels an image may have (grey, grey + alpha, RGB, RGBA), as the contract's ImageSpec allows.
+MAX_IMAGE_CHANNELS = 4
+
+
 @dataclass(frozen=True)
 class Dataset:
-    """Rows of raw feature values, and where they came from."""
+    """Samples of raw values, what one sample is, and where they came from."""
 
     x: Array
-    """(n_rows, n_features) float32."""
+    """(n, *sample_shape) float32: (n, features) rows, (n, channels, height, width) images, or
+    (n, window, channels) series windows."""
     source: str
-    image_shape: tuple[int, int] | None = None
+    kind: InputKind = "rows"
+    image: ImageSpec | None = None
+    """Set exactly when `kind` is image."""
+    series: SeriesSpec | None = None
+    """Set exactly when `kind` is series."""
+
+    def __post_init__(self) -> None:
+        image, series = self.image, self.series
+        # The sample shape each kind's spec describes (a row has no spec: any 1-D sample).
+        layouts: dict[InputKind, tuple[int, ...] | None] = {
+            "rows": self.sample_shape if self.x.ndim == 2 else None,
+            "image": (image.channels, image.height, image.width) if image else None,
+            "series": (series.window, series.channels) if series else None,
+        }
+        others = [spec for kind, spec in (("image", image), ("series", series)) if kind != self.kind]
+        if layouts[self.kind] != self.sample_shape or any(spec is not None for spec in others):
+            raise ValueError(
+                f"a {self.kind} data set of shape {self.x.shape} does not match its layout "
+                f"(image {image}, series {series})"
+            )
+
+    @classmethod
+    def of_images(cls, x: Array, source: str) -> Dataset:
+        """Images (n, channels, height, width); the pixel range recorded is the one the data spans."""
+        _, channels, height, width = x.shape
+        spec = ImageSpec(
+            channels=channels, height=height, width=width, pixel_range=(float(x.min()), float(x.max()))
+        )
+        return cls(x, source, "image", image=spec)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.x.shape[1:])
+
+    @property
+    def shares_units(self) -> bool:
+        """Whether all values are in the same units (image pixels), so they share one scale by default."""
+        return self.kind == "image"
 
 
 def _sklearn_loader(name: str) -> Callable[[], Any]:
@@ -59,8 +109,9 @@ def _sklearn_loader(name: str) -> Callable[[], Any]:
 
 
 # The data sets that ship inside scikit-learn (no download); feature matrices only, labels are ignored.
-BUILTIN_DATASETS: dict[str, tuple[Callable[[], Any], tuple[int, int] | None]] = {
-    "digits": (_sklearn_loader("digits"), (8, 8)),
+# The shape is one image's (channels, height, width) for image data sets, None for rows.
+BUILTIN_DATASETS: dict[str, tuple[Callable[[], Any], tuple[int, int, int] | None]] = {
+    "digits": (_sklearn_loader("digits"), (1, 8, 8)),
     "iris": (_sklearn_loader("iris"), None),
     "wine": (_sklearn_loader("wine"), None),
     "breast_cancer": (_sklearn_loader("breast_cancer"), None),
@@ -69,27 +120,45 @@ BUILTIN_DATASETS: dict[str, tuple[Callable[[], Any], tuple[int, int] | None]] = 
 
 
 def validate_rows(x: npt.NDArray[Any], source: str) -> Array:
-    """Check that `x` is a finite, numeric (rows, features) matrix with enough rows; return it as float32."""
+    """Check that `x` is a finite, numeric array of enough samples, (rows, features), (rows, height, width)
+    or (rows, channels, height, width); return it as float32."""
     if x.dtype.kind not in "biuf":
         raise DataError(f"{source}: expected numeric values, got dtype {x.dtype}")
-    if x.ndim != 2:
+    if not 2 <= x.ndim <= 4:
         raise DataError(
-            f"{source}: expected a 2-D array (rows, features) or 3-D (rows, height, width), "
-            f"got shape {tuple(x.shape)}"
+            f"{source}: expected a 2-D array (rows, features), 3-D (rows, height, width) or "
+            f"4-D (rows, channels, height, width), got shape {tuple(x.shape)}"
         )
-    if x.shape[1] < 1:
-        raise DataError(f"{source}: expected at least 1 feature column, got shape {tuple(x.shape)}")
+    if min(x.shape[1:]) < 1:
+        raise DataError(f"{source}: expected at least 1 value per row, got shape {tuple(x.shape)}")
     if x.shape[0] < MIN_ROWS:
         raise DataError(f"{source}: expected at least {MIN_ROWS} rows, got {x.shape[0]}")
     values = x.astype(np.float32)
     bad = ~np.isfinite(values)
     if bad.any():
-        row, col = (int(i) for i in np.argwhere(bad)[0])
+        row, *position = (int(i) for i in np.argwhere(bad)[0])
+        where = f"column {position[0]}" if len(position) == 1 else f"position {tuple(position)}"
         raise DataError(
             f"{source}: expected finite numbers, found {int(bad.sum())} NaN/inf values "
-            f"(first at row {row}, column {col})"
+            f"(first at row {row}, {where})"
         )
     return values
+
+
+def _images(x: Array, source: str) -> Dataset:
+    """(rows, height, width) or (rows, channels, height, width) values as an image data set."""
+    images = x[:, None] if x.ndim == 3 else x  # (rows, channels, height, width)
+    if images.shape[1] > MAX_IMAGE_CHANNELS:
+        raise DataError(
+            f"{source}: a 4-D array is read as images (rows, channels, height, width) with 1 to "
+            f"{MAX_IMAGE_CHANNELS} channels, got {images.shape[1]} channels in shape {tuple(x.shape)}"
+        )
+    return Dataset.of_images(images, source)
+
+
+def as_rows(x: Array) -> Array:
+    """Samples (n, *sample_shape) as rows of their values, (n, values), for what needs rows (PCA, trees)."""
+    return x.reshape(len(x), -1)
 
 
 def _read_csv(path: Path) -> npt.NDArray[np.float64]:
@@ -133,11 +202,15 @@ def _is_float(cell: str) -> bool:
 def load_data(spec: str) -> Dataset:
     """Load `spec`: a built-in data set name (see BUILTIN_DATASETS) or a path to a .npy or .csv file of rows.
 
-    A 3-D .npy array (rows, height, width) is taken as images: flattened, with its image shape recorded.
+    A 3-D .npy array (rows, height, width) is taken as one-channel images, a 4-D one as images
+    (rows, channels, height, width).
     """
     if spec in BUILTIN_DATASETS:
         loader, image_shape = BUILTIN_DATASETS[spec]
-        return Dataset(validate_rows(np.asarray(loader().data), spec), spec, image_shape)
+        rows = validate_rows(np.asarray(loader().data), spec)
+        if image_shape is None:
+            return Dataset(rows, spec)
+        return _images(rows.reshape(len(rows), *image_shape), spec)
     path = Path(spec)
     suffix = path.suffix.lower()
     if suffix not in {".npy", ".csv"}:
@@ -154,11 +227,8 @@ def load_data(spec: str) -> Dataset:
             raise DataError(f"{path.name}: not a readable .npy array ({exc})") from None
     else:
         raw = _read_csv(path)
-    if raw.ndim == 3:
-        # (rows, height, width): images, flattened row-major.
-        height, width = raw.shape[1:]
-        return Dataset(validate_rows(raw.reshape(len(raw), -1), path.name), path.name, (height, width))
-    return Dataset(validate_rows(raw, path.name), path.name)
+    values = validate_rows(raw, path.name)
+    return Dataset(values, path.name) if values.ndim == 2 else _images(values, path.name)
 
 
 @dataclass(frozen=True)
@@ -188,34 +258,65 @@ def split_rows(n_rows: int, validation_fraction: float, seed: int, test_every: i
 
 @dataclass(frozen=True)
 class Normaliser:
-    """Per-feature affine map fitted on the training rows: normalised = (raw - offset) / scale."""
+    """Affine map fitted on the training samples: normalised = (raw - offset) / scale.
+
+    `offset` and `scale` have one entry per index of the sample's channel axis and broadcast over the others:
+    (features,) for rows, (1, channels) for series windows (the same over time), (channels, 1, 1) for
+    channels-first images.
+    """
 
     kind: NormalisationKind
     offset: Array
     scale: Array
 
     @classmethod
-    def fit(cls, x: Array, kind: NormalisationKind, shared: bool = False) -> Normaliser:
-        """Fit on training rows; a constant feature gets a scale of 1 so it never divides by zero.
+    def fit(
+        cls, x: Array, kind: NormalisationKind, shared: bool = False, channel_axis: int = -1
+    ) -> Normaliser:
+        """Fit on training samples (n, *sample_shape), one offset and scale per index of `channel_axis`
+        (an axis of the sample); a constant one gets a scale of 1 so it never divides by zero.
 
-        `shared` fits one offset and scale for all features, for features in the same units (image pixels):
+        `shared` fits one offset and scale for all values, for values in the same units (image pixels):
         per-pixel scaling would blow up a border pixel that is almost always blank.
         """
-        columns = x.reshape(-1, 1) if shared else x
+        shape = stat_shape(x.shape[1:], channel_axis)
+        keep = 1 + channel_axis % (x.ndim - 1)  # the channel axis of `x`
+        axes = tuple(range(x.ndim)) if shared else tuple(a for a in range(x.ndim) if a != keep)
+        values = x.astype(np.float64)
         if kind == "standard":
-            offset, spread = columns.mean(axis=0), columns.std(axis=0)
+            offset, spread = values.mean(axis=axes, keepdims=True), values.std(axis=axes, keepdims=True)
         elif kind == "minmax":
-            offset, spread = columns.min(axis=0), columns.max(axis=0) - columns.min(axis=0)
+            low, high = values.min(axis=axes, keepdims=True), values.max(axis=axes, keepdims=True)
+            offset, spread = low, high - low
         else:
-            offset, spread = np.zeros(x.shape[1]), np.ones(x.shape[1])
-        offset, spread = np.broadcast_to(offset, x.shape[1]), np.broadcast_to(spread, x.shape[1])
-        # Relative to the feature's magnitude, so a feature like 1e6 +- 1e-3 is not declared constant.
+            offset, spread = np.zeros((1, *shape)), np.ones((1, *shape))
+        # keepdims leaves (1, *shape) per channel and all ones when shared: both broadcast to (1, *shape).
+        offset, spread = (np.broadcast_to(v, (1, *shape))[0] for v in (offset, spread))
+        # Relative to the value's magnitude, so a feature like 1e6 +- 1e-3 is not declared constant.
         tiny = spread <= 1e-8 * np.maximum(1.0, np.abs(offset))
         scale = np.where(tiny, 1.0, spread)
         return cls(kind, offset.astype(np.float32), scale.astype(np.float32))
+
+    @classmethod
+    def of(cls, normalisation: Normalisation, sample_shape: Sequence[int], channel_axis: int) -> Normaliser:
+        """The normaliser a model's metadata records, shaped for samples of `sample_shape`."""
+        shape = stat_shape(sample_shape, channel_axis)
+
+        def shaped(values: list[float]) -> Array:
+            entries = np.asarray(values, np.float32)
+            # One entry per channel, or a single one shared by all.
+            return np.broadcast_to(entries.reshape(shape if entries.size > 1 else ()), shape).copy()
+
+        return cls(normalisation.kind, shaped(normalisation.offset), shaped(normalisation.scale))
 
     def transform(self, x: Array) -> Array:
         return ((x - self.offset) / self.scale).astype(np.float32)
 
     def inverse(self, x: Array) -> Array:
         return (x * self.scale + self.offset).astype(np.float32)
+
+
+def stat_shape(sample_shape: Sequence[int], channel_axis: int) -> tuple[int, ...]:
+    """The shape of a normaliser's offset for samples of `sample_shape`: the channel axis kept, others 1."""
+    axis = channel_axis % len(sample_shape)
+    return tuple(d if i == axis else 1 for i, d in enumerate(sample_shape))

@@ -20,6 +20,7 @@ validation fraction and test_every; the recovered training rows must match the r
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,10 @@ import numpy as np
 import numpy.typing as npt
 
 from service.contract import METADATA_FILE, ModelMetadata, ScoreName
+from training.bodies import BODIES
 from training.calibration import calibrate
-from training.data import BUILTIN_DATASETS, Array, DataError, Normaliser, load_data, split_rows
-from training.scoring import score_rows
+from training.data import BUILTIN_DATASETS, Array, DataError, Normaliser, as_rows, load_data, split_rows
+from training.scoring import as_samples, score_rows
 
 __all__ = [
     "EvaluationError",
@@ -147,24 +149,26 @@ class TrainingRows:
     """The raw rows a model version was trained and calibrated on, recovered from its metadata."""
 
     train: Array
-    """(n_train, input_dim)"""
+    """(n_train, *input_shape)"""
     validation: Array
-    """(n_validation, input_dim)"""
+    """(n_validation, *input_shape)"""
     source: str
 
 
 def load_rows(spec: str, metadata: ModelMetadata, role: str) -> Array:
-    """Load `spec` (a .npy/.csv file or a built-in data set name) and check it has the model's features."""
+    """Load `spec` (a .npy/.csv file or a built-in data set name), check it has the model's features, and
+    shape it as the model's graphs take it, (n, *input_shape)."""
     try:
         rows = load_data(spec).x
     except DataError as exc:
         raise EvaluationError(f"{role}: {exc}") from None
-    if rows.shape[1] != metadata.input_dim:
+    try:
+        return as_samples(metadata, rows)
+    except ValueError:
         raise EvaluationError(
-            f"{role}: {spec} has {rows.shape[1]} features, expected {metadata.input_dim} "
+            f"{role}: {spec} has {math.prod(rows.shape[1:])} features, expected {metadata.input_dim} "
             f"(the input_dim of model {metadata.name} v{metadata.version})"
-        )
-    return rows
+        ) from None
 
 
 def training_rows(metadata: ModelMetadata, train: str | None = None) -> TrainingRows:
@@ -190,11 +194,13 @@ def split_training_rows(metadata: ModelMetadata, x: Array, source: str) -> Train
             f"model {metadata.name} v{metadata.version}: its metadata records no training "
             "validation_fraction, expected a model written by `python -m training train`"
         ) from None
-    if x.ndim != 2 or x.shape[1] != metadata.input_dim:
+    try:
+        x = as_samples(metadata, x)
+    except ValueError:
         raise EvaluationError(
             f"--train: {source} has rows of shape {tuple(x.shape[1:])}, expected {metadata.input_dim} "
             f"features (the input_dim of model {metadata.name} v{metadata.version})"
-        )
+        ) from None
     n_rows = summary.n_train + summary.n_validation + summary.n_test
     if len(x) != n_rows:
         raise EvaluationError(
@@ -204,7 +210,8 @@ def split_training_rows(metadata: ModelMetadata, x: Array, source: str) -> Train
     split = split_rows(n_rows, validation_fraction, metadata.seed, test_every)
     x_train = x[split.train]
     recorded = np.array([summary.feature_min, summary.feature_max], dtype=np.float32)  # (2, input_dim)
-    if not np.allclose(np.stack([x_train.min(axis=0), x_train.max(axis=0)]), recorded, rtol=1e-5, atol=1e-6):
+    ranges = np.stack([x_train.min(axis=0).ravel(), x_train.max(axis=0).ravel()])  # (2, input_dim)
+    if not np.allclose(ranges, recorded, rtol=1e-5, atol=1e-6):
         raise EvaluationError(
             f"--train: the training rows recovered from {source} do not match model {metadata.name} "
             f"v{metadata.version} (different per-feature ranges); expected the data it was trained on"
@@ -294,16 +301,21 @@ def model_result(
 
 
 def _normaliser(metadata: ModelMetadata) -> Normaliser:
-    n = metadata.normalisation
-    return Normaliser(n.kind, np.asarray(n.offset, np.float32), np.asarray(n.scale, np.float32))
+    channel_axis = BODIES[metadata.architecture].channel_axis
+    return Normaliser.of(metadata.normalisation, metadata.sample_shape, channel_axis)
 
 
 def pca_result(
     metadata: ModelMetadata, rows: TrainingRows, normal: Array, anomalies: Array, k: int | None = None
 ) -> MethodResult:
-    """PCA reconstruction error in the model's normalised space; k chosen on validation unless given."""
+    """PCA reconstruction error in the model's normalised space (samples flattened to rows); k chosen on
+    validation unless given."""
     normaliser = _normaliser(metadata)
-    train, validation = normaliser.transform(rows.train), normaliser.transform(rows.validation)
+
+    def normalised(x: Array) -> Array:
+        return as_rows(normaliser.transform(as_samples(metadata, x)))
+
+    train, validation = normalised(rows.train), normalised(rows.validation)
     # k = features would reconstruct every row exactly, leaving only rounding noise as the score.
     chosen = (
         choose_pca_k(train, validation)
@@ -313,21 +325,20 @@ def pca_result(
     pca = PcaScorer(train, chosen)
     threshold = _threshold(pca.score(validation), _target_rate(metadata, metadata.default_score))
     name = f"PCA (k={chosen}, on validation)" if k is None else f"PCA (k={chosen})"
-    return MethodResult(
-        name, pca.score(normaliser.transform(normal)), pca.score(normaliser.transform(anomalies)), threshold
-    )
+    return MethodResult(name, pca.score(normalised(normal)), pca.score(normalised(anomalies)), threshold)
 
 
 def isolation_forest_result(
     metadata: ModelMetadata, rows: TrainingRows, normal: Array, anomalies: Array
 ) -> MethodResult:
-    """scikit-learn's IsolationForest (its defaults) fitted on the training rows; score = -score_samples."""
+    """scikit-learn's IsolationForest (its defaults) fitted on the training rows (samples flattened);
+    score = -score_samples."""
     from sklearn.ensemble import IsolationForest
 
-    forest = IsolationForest(random_state=metadata.seed, n_jobs=1).fit(rows.train)
+    forest = IsolationForest(random_state=metadata.seed, n_jobs=1).fit(as_rows(rows.train))
 
     def score(x: Array) -> Scores:
-        return -np.asarray(forest.score_samples(x), np.float64)
+        return -np.asarray(forest.score_samples(as_rows(x)), np.float64)
 
     threshold = _threshold(score(rows.validation), _target_rate(metadata, metadata.default_score))
     return MethodResult("IsolationForest", score(normal), score(anomalies), threshold)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -10,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from service.contract import ImageSpec
 from training.data import Array
 from training.train import History
 
@@ -32,9 +34,24 @@ def save_loss_curves(history: History, best_epoch: int, path: Path, title: str) 
     plt.close(fig)
 
 
-def _grid(
-    rows: list[Array], labels: list[str], shape: tuple[int, int] | None, path: Path, title: str
-) -> None:
+def _draw(ax: Any, sample: Array, image: ImageSpec | None, vmin: float, vmax: float) -> None:
+    """One sample: an image (grey, or colour for three channels), the channels of a window as lines over
+    time, or a row as bars."""
+    if image is not None:
+        pixels = sample.reshape(image.channels, image.height, image.width)
+        if image.channels == 3:
+            ax.imshow(np.clip((pixels.transpose(1, 2, 0) - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0))
+        else:
+            ax.imshow(pixels.mean(axis=0), cmap="gray_r", vmin=vmin, vmax=vmax)
+    elif sample.ndim == 2:
+        ax.plot(sample, linewidth=0.8)  # (window, channels): one line per channel
+        ax.set_ylim(vmin, vmax)
+    else:
+        ax.bar(np.arange(sample.shape[0]), sample)
+        ax.set_ylim(vmin, vmax)
+
+
+def _grid(rows: list[Array], labels: list[str], image: ImageSpec | None, path: Path, title: str) -> None:
     columns = len(rows[0])
     fig, axes = plt.subplots(len(rows), columns, figsize=(columns * 0.8, len(rows) * 0.9), squeeze=False)
     vmin = min(float(r.min()) for r in rows)
@@ -42,11 +59,7 @@ def _grid(
     for r, (values, label) in enumerate(zip(rows, labels, strict=True)):
         for c in range(columns):
             ax = axes[r][c]
-            if shape is not None:
-                ax.imshow(values[c].reshape(shape), cmap="gray_r", vmin=vmin, vmax=vmax)
-            else:
-                ax.bar(np.arange(values.shape[1]), values[c])
-                ax.set_ylim(vmin, vmax)
+            _draw(ax, values[c], image, vmin, vmax)
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r][0].set_ylabel(label, fontsize=8)
@@ -56,13 +69,13 @@ def _grid(
 
 
 def save_reconstructions(
-    originals: Array, reconstructions: Array, shape: tuple[int, int] | None, path: Path, title: str
+    originals: Array, reconstructions: Array, image: ImageSpec | None, path: Path, title: str
 ) -> None:
     """Held-out originals (top row) against their reconstructions (bottom row), raw units."""
-    _grid([originals[:12], reconstructions[:12]], ["original", "reconstruction"], shape, path, title)
+    _grid([originals[:12], reconstructions[:12]], ["original", "reconstruction"], image, path, title)
 
 
-def save_samples(samples: Array, shape: tuple[int, int] | None, path: Path, title: str) -> None:
+def save_samples(samples: Array, image: ImageSpec | None, path: Path, title: str) -> None:
     """Decoded draws of z ~ N(0, I), raw units, three rows."""
     per_row = len(samples) // 3
-    _grid([samples[i * per_row : (i + 1) * per_row] for i in range(3)], ["", "", ""], shape, path, title)
+    _grid([samples[i * per_row : (i + 1) * per_row] for i in range(3)], ["", "", ""], image, path, title)

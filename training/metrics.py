@@ -1,4 +1,5 @@
-"""Held-out measurements of a trained model, the same for every variant (each metric means the same thing)."""
+"""Held-out measurements of a trained model, the same for every objective and body (each metric means the
+same thing); samples are flattened to rows wherever a baseline (PCA) needs rows."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
-from training.data import Array, Normaliser
-from training.variants import Autoencoder, jacobian_frobenius_sq
+from training.data import Array, Normaliser, as_rows
+from training.objectives import Autoencoder, jacobian_frobenius_sq
 
 __all__ = ["NEAR_ZERO", "held_out_metrics", "noise_std_for"]
 
@@ -17,11 +18,11 @@ NEAR_ZERO = 0.01
 NOISE_FRACTION = 0.2
 
 
-def noise_std_for(x_train: Array, image: bool) -> Array:
-    """Raw-unit noise std per feature: a fraction of the global range for images (all pixels share units),
-    of each feature's own range for tabular data."""
+def noise_std_for(x_train: Array, shared_units: bool) -> Array:
+    """Raw-unit noise std per value of a sample: a fraction of the global range when all values share units
+    (image pixels), of each value's own range otherwise (tabular features)."""
     spread = x_train.max(axis=0) - x_train.min(axis=0)
-    if image:
+    if shared_units:
         spread = np.full_like(spread, spread.max())
     return (NOISE_FRACTION * np.where(spread > 0, spread, 1.0)).astype(np.float32)
 
@@ -32,21 +33,28 @@ def _pca_reconstruct(pca: PCA, x: Array, k: int) -> Array:
 
 
 def held_out_metrics(
-    model: Autoencoder, normaliser: Normaliser, x_train: Array, x_test: Array, image: bool, seed: int = 0
+    model: Autoencoder,
+    normaliser: Normaliser,
+    x_train: Array,
+    x_test: Array,
+    shared_units: bool,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """Metrics on held-out raw rows `x_test`; PCA baselines are fitted on the raw training rows `x_train`."""
+    """Metrics on held-out raw samples `x_test` (n, *input_shape); PCA baselines are fitted on the raw
+    training samples `x_train`, flattened."""
     model.eval()
     n_train, n_test = normaliser.transform(x_train), normaliser.transform(x_test)
-    test = torch.from_numpy(n_test).requires_grad_(True)  # (rows, input_dim)
-    z = model.encode(test)  # (rows, latent_dim)
-    jacobian = jacobian_frobenius_sq(z, test)  # (rows,)
+    test = torch.from_numpy(n_test).requires_grad_(True)  # (n, *input_shape)
+    z = model.encode(test)  # (n, latent_dim)
+    jacobian = jacobian_frobenius_sq(z, test)  # (n,)
     with torch.no_grad():
         reconstruction = model(torch.from_numpy(n_test)).numpy()
-        weights = sum(float((m.weight**2).sum()) for m in model.modules() if isinstance(m, torch.nn.Linear))
+        weights = sum(float((w**2).sum()) for w in model.weights())
     codes = z.detach().numpy()
     k = model.latent_dim
-    pca = PCA(n_components=min(k, *n_train.shape), svd_solver="full").fit(n_train)
-    pca_mse = float(np.mean((_pca_reconstruct(pca, n_test, k) - n_test) ** 2))
+    flat_train, flat_test = as_rows(n_train), as_rows(n_test)
+    pca = PCA(n_components=min(k, *flat_train.shape), svd_solver="full").fit(flat_train)
+    pca_mse = float(np.mean((_pca_reconstruct(pca, flat_test, k) - flat_test) ** 2))
     metrics = {
         "test_mse": float(np.mean((reconstruction - n_test) ** 2)),
         "test_mse_raw": float(np.mean((normaliser.inverse(reconstruction) - x_test) ** 2)),
@@ -58,23 +66,27 @@ def held_out_metrics(
         "weights_sq_sum": weights,
     }
     metrics["mse_to_pca_ratio"] = metrics["test_mse"] / pca_mse if pca_mse > 0 else float("inf")
-    metrics.update(_denoising(model, normaliser, x_train, x_test, image, seed))
+    metrics.update(_denoising(model, normaliser, x_train, x_test, shared_units, seed))
     return metrics
 
 
 def _denoising(
-    model: Autoencoder, normaliser: Normaliser, x_train: Array, x_test: Array, image: bool, seed: int
+    model: Autoencoder, normaliser: Normaliser, x_train: Array, x_test: Array, shared_units: bool, seed: int
 ) -> dict[str, float]:
     """Denoised-vs-clean MSE (raw units) against the noisy input's and the best PCA projection's."""
-    std = noise_std_for(x_train, image)
+    std = noise_std_for(x_train, shared_units)
     noisy = (x_test + np.random.default_rng(seed).normal(size=x_test.shape) * std).astype(np.float32)
     with torch.no_grad():
         denoised = normaliser.inverse(model(torch.from_numpy(normaliser.transform(noisy))).numpy())
-    pca = PCA(svd_solver="full").fit(x_train)
-    best_pca = min(
-        float(np.mean((_pca_reconstruct(pca, noisy, k) - x_test) ** 2))
-        for k in range(1, pca.n_components_ + 1)
-    )
+    pca = PCA(svd_solver="full").fit(as_rows(x_train))
+    flat_noisy, flat_clean = as_rows(noisy), as_rows(x_test)
+    # The projection on k + 1 components is the one on k plus one more term: one pass over k, not k passes.
+    codes = (flat_noisy - pca.mean_) @ pca.components_.T  # (rows, n_components)
+    projection = np.broadcast_to(pca.mean_, flat_noisy.shape).astype(np.float64)
+    best_pca = np.inf
+    for k in range(pca.n_components_):
+        projection = projection + np.outer(codes[:, k], pca.components_[k])
+        best_pca = min(best_pca, float(np.mean((projection.astype(np.float32) - flat_clean) ** 2)))
     noisy_mse = float(np.mean((noisy - x_test) ** 2))
     denoised_mse = float(np.mean((denoised - x_test) ** 2))
     return {

@@ -37,6 +37,7 @@ from training.artifact import recalibrated
 from training.data import Array, DataError, load_data
 from training.evaluate import load_rows, split_training_rows, training_rows
 from training.export import sha256
+from training.scoring import as_samples
 
 __all__ = ["QuantisationReport", "evaluate", "main", "quantise_version"]
 
@@ -104,17 +105,17 @@ def quantise_graph(source: Path, target: Path) -> None:
 def evaluate(
     directory: Path, rows: Array, quantised: Path, max_drift: float = MAX_DRIFT, repeats: int = 7
 ) -> QuantisationReport:
-    """Compare the version's fused graph with its quantised copy on `rows` (rows, input_dim)."""
+    """Compare the version's fused graph with its quantised copy on `rows` (n, *input_shape, or flattened)."""
     meta = ModelMetadata.read(directory)
     fp32, int8 = _session(directory / meta.graphs["model"].path), _session(quantised)
     name = fp32.get_inputs()[0].name
-    x = np.ascontiguousarray(rows, dtype=np.float32)  # (rows, input_dim)
+    x = np.ascontiguousarray(as_samples(meta, rows), dtype=np.float32)  # (n, *input_shape)
     err32, rec32 = fp32.run(["error", "reconstruction"], {name: x})
     err8, rec8 = int8.run(["error", "reconstruction"], {name: x})
     fp32_error, int8_error = float(np.mean(err32)), float(np.mean(err8))
     drift = abs(int8_error - fp32_error) / max(fp32_error, 1e-12)
     b1 = _median_us([fp32, int8], x[:1], repeats)
-    b64 = _median_us([fp32, int8], np.resize(x, (64, x.shape[1])), repeats)
+    b64 = _median_us([fp32, int8], np.resize(x, (64, *x.shape[1:])), repeats)
     faster = b1[1] < b1[0] and b64[1] < b64[0]
     if not faster:
         reason = f"not faster here (speed-up {b1[0] / b1[1]:.2f}x at batch 1, {b64[0] / b64[1]:.2f}x at 64)"
@@ -138,18 +139,17 @@ def evaluate(
 
 
 def evaluation_rows(meta: ModelMetadata, n: int = 512, seed: int = 0) -> Array:
-    """The training data set's rows when it can be loaded again, else uniform rows in the recorded range."""
+    """The training data set's samples when it can be loaded again, else uniform samples in the recorded
+    range; (n, *input_shape)."""
     try:
-        x = load_data(meta.data.source).x
-        if x.shape[1] == meta.input_dim:
-            return x[:n]
+        return as_samples(meta, load_data(meta.data.source).x[:n])
     except Exception:  # a user's file that is gone, or a synthetic source: fall back to the recorded range
         pass
     low = np.asarray(meta.data.feature_min, dtype=np.float32)
     high = np.asarray(meta.data.feature_max, dtype=np.float32)
     rng = np.random.default_rng(seed)
     rows: Array = (low + (high - low) * rng.random((n, meta.input_dim))).astype(np.float32)
-    return rows
+    return rows.reshape(n, *meta.sample_shape)
 
 
 def quantise_version(

@@ -1,9 +1,11 @@
-"""Run a model version directory on raw rows with ONNX Runtime (no torch): what the service will compute."""
+"""Run a model version on raw samples with ONNX Runtime (no torch): what the service will compute."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -11,7 +13,22 @@ import onnxruntime as ort
 
 from service.contract import GraphFile, ModelMetadata
 
-__all__ = ["ModelScores", "run_graph", "score_rows"]
+__all__ = ["ModelScores", "as_samples", "run_graph", "score_rows"]
+
+
+Values = TypeVar("Values", bound=np.generic)
+
+
+def as_samples(metadata: ModelMetadata, x: npt.NDArray[Values]) -> npt.NDArray[Values]:
+    """`x` shaped as the model's graphs take it, (n, *input_shape): samples of that shape, or of any shape
+    holding as many values in the same order (an image flattened to a row, a row of an image); ValueError
+    otherwise."""
+    if x.ndim < 2 or math.prod(x.shape[1:]) != metadata.input_dim:
+        raise ValueError(
+            f"expected samples of shape {tuple(metadata.sample_shape)} ({metadata.input_dim} values each), "
+            f"got shape {tuple(x.shape)}"
+        )
+    return x.reshape(len(x), *metadata.sample_shape)
 
 
 def run_graph(
@@ -30,19 +47,18 @@ class ModelScores:
     """Outputs of the fused graph for a batch of rows."""
 
     reconstruction: npt.NDArray[np.float32]
-    """(rows, input_dim) in raw units."""
+    """(n, *input_shape) in raw units."""
     feature_errors: npt.NDArray[np.float32]
-    """(rows, input_dim) squared errors in the normalised space."""
+    """(n, *input_shape) squared errors in the normalised space."""
     scores: dict[str, npt.NDArray[np.float32]]
-    """Score name (as in `metadata.scores`) -> (rows,)."""
+    """Score name (as in `metadata.scores`) -> (n,)."""
 
 
 def score_rows(directory: Path, x: npt.NDArray[np.floating]) -> ModelScores:
-    """Score raw rows `x` (rows, input_dim) with the model version in `directory` (its model.onnx)."""
+    """Score raw samples `x` (n, *input_shape, or flattened, see `as_samples`) with the model version in
+    `directory` (its model.onnx)."""
     metadata = ModelMetadata.read(directory)
-    if x.ndim != 2 or x.shape[1] != metadata.input_dim:
-        raise ValueError(f"expected rows of {metadata.input_dim} features, got shape {tuple(x.shape)}")
-    outputs = run_graph(directory, metadata.graphs["model"], x)
+    outputs = run_graph(directory, metadata.graphs["model"], as_samples(metadata, x))
     return ModelScores(
         reconstruction=outputs["reconstruction"],
         feature_errors=outputs["feature_errors"],

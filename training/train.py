@@ -11,9 +11,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from service.contract import InputKind
+from training.bodies import body_for
 from training.config import TrainConfig
 from training.data import Array
-from training.variants import Autoencoder, build_model
+from training.objectives import Autoencoder, build_model
 
 __all__ = ["History", "TrainResult", "seed_everything", "train_model"]
 
@@ -61,12 +63,20 @@ def epochs_for(config: TrainConfig, n_train: int, default_steps: int) -> tuple[i
 
 
 def train_model(
-    config: TrainConfig, x_train: Array, x_validation: Array, progress: bool = True
+    config: TrainConfig,
+    x_train: Array,
+    x_validation: Array,
+    progress: bool = True,
+    kind: InputKind = "rows",
 ) -> TrainResult:
-    """Train `config.variant` on normalised rows; returns the model at its best validation loss."""
+    """Train `config.variant` on normalised samples (n, *input_shape) of `kind`, on `config.architecture`
+    (None: the body made for that kind); returns the model at its best validation loss."""
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
-    model = build_model(config.variant, x_train.shape[1], config.latent_dim, config.hidden, config.hparams)
+    body = body_for(kind, config.architecture)
+    model = build_model(
+        config.variant, body, x_train.shape[1:], config.latent_dim, config.hidden, config.hparams
+    )
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     epochs, steps_per_epoch = epochs_for(config, len(x_train), model.default_steps)
     total_steps = epochs * steps_per_epoch

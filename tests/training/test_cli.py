@@ -1,15 +1,20 @@
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
 from service.contract import ModelMetadata
+from training import cli
+from training.artifact import TrainedVersion
 from training.cli import main
+from training.config import TrainConfig
 from training.export import sha256
 
 TINY = ["--epochs", "2", "--latent-dim", "2", "--hidden", "8", "--quiet"]
@@ -61,6 +66,8 @@ def bad_files(tmp_path: Path) -> Path:
     (tmp_path / "ragged.csv").write_text("1,2\n3\n" + "1,2\n" * 20)
     (tmp_path / "latin1.csv").write_bytes(b"poids,taille\n" + b"1,2\n" * 20 + b"3,\xb5\n")
     np.save(tmp_path / "ok.npy", rows)
+    np.save(tmp_path / "images.npy", np.zeros((20, 6, 6)))
+    np.save(tmp_path / "bands.npy", np.zeros((20, 6, 4, 4)))
     return tmp_path
 
 
@@ -79,6 +86,10 @@ def bad_files(tmp_path: Path) -> Path:
         (["--data", "{d}/ok.npy", "--epochs", "0"], "expected a value in"),
         (["--data", "{d}/ok.npy", "--rho", "0.1"], "does not apply to variant 'plain'"),
         (["--data", "{d}/ok.npy", "--name", "../x"], "invalid --name"),
+        (["--data", "{d}/ok.npy", "--architecture", "conv2d"], "reads image data, not rows data"),
+        (["--data", "{d}/images.npy", "--architecture", "conv1d"], "reads series data, not image data"),
+        (["--data", "{d}/ok.npy", "--architecture", "lstm"], "invalid choice"),
+        (["--data", "{d}/bands.npy"], "1 to 4 channels"),
         (["--data", "{d}/data.txt"], "expected one of"),
     ],
 )
@@ -108,3 +119,41 @@ def test_cli_quantize_keeps_a_loadable_version(tmp_path: Path, digits: npt.NDArr
     for graph in metadata.graphs.values():
         assert sha256(directory / graph.path) == graph.sha256
     assert ("int8_quantised" in metadata.metrics) == ("int8: kept" in done.stdout)
+
+
+@pytest.mark.parametrize(
+    ("extra", "architecture", "input_shape"),
+    [([], "conv2d", [3, 7, 5]), (["--architecture", "mlp"], "mlp", [105])],
+)
+def test_cli_chooses_the_body_from_the_data_unless_told(
+    extra: list[str],
+    architecture: str,
+    input_shape: list[int],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    images = np.random.default_rng(0).uniform(0, 255, (40, 3, 7, 5)).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    argv = ["train", "--variant", "plain", "--data", str(tmp_path / "images.npy"), "--name", "mine"]
+    assert main([*argv, "--out", str(tmp_path / "models"), *TINY, *extra]) == 0
+    assert f"plain on {architecture} {input_shape}" in capsys.readouterr().out
+    metadata = ModelMetadata.read(tmp_path / "models" / "mine" / "1")
+    assert (metadata.kind, metadata.architecture, metadata.input_shape) == (
+        "image",
+        architecture,
+        input_shape,
+    )
+    assert metadata.image is not None and (metadata.image.height, metadata.image.width) == (7, 5)
+
+
+def test_cli_defaults_keep_building_digits_mlps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = cli.train_version
+
+    def briefly(config: TrainConfig, *args: Any, **kwargs: Any) -> TrainedVersion:
+        return real(dataclasses.replace(config, steps=20), *args, **kwargs)
+
+    monkeypatch.setattr(cli, "train_version", briefly)
+    assert main(["defaults", "--out", str(tmp_path), "--variants", "vae", "--quiet"]) == 0
+    metadata = ModelMetadata.read(tmp_path / "digits-vae" / "1")
+    assert (metadata.kind, metadata.architecture, metadata.input_shape) == ("image", "mlp", [64])
+    assert metadata.image is not None and (metadata.image.height, metadata.image.width) == (8, 8)

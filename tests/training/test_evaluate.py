@@ -8,6 +8,7 @@ import numpy.typing as npt
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from service.contract import ModelMetadata
 from training.cli import main
 from training.evaluate import auroc, average_precision, choose_pca_k, roc_curve
 from training.scoring import score_rows
@@ -123,3 +124,29 @@ def test_evaluate_cli_bad_input_exits_nonzero_with_one_line(
     assert err.count("\n") == 1 and "Traceback" not in err
     assert message in err
     assert not (trained / "bad.png").exists()
+
+
+def test_evaluate_cli_compares_a_conv_model_on_images(
+    tmp_path: Path, digits: npt.NDArray[np.float32], capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = digits.reshape(-1, 8, 8)
+    np.save(tmp_path / "train.npy", images[:150])
+    np.save(tmp_path / "normal.npy", images[150:])
+    # Anomalies as flattened rows: the same 64 values per sample are taken in the model's (1, 8, 8) layout.
+    np.save(tmp_path / "anomalies.npy", np.random.default_rng(0).uniform(0, 16, (50, 64)).astype(np.float32))
+    argv = ["train", "--variant", "plain", "--data", str(tmp_path / "train.npy"), "--name", "conv"]
+    assert (
+        main([*argv, "--out", str(tmp_path / "models"), "--steps", "200", "--hidden", "4,8", "--quiet"]) == 0
+    )
+    model = tmp_path / "models" / "conv" / "1"
+    assert ModelMetadata.read(model).architecture == "conv2d"
+    files = ["--normal", str(tmp_path / "normal.npy"), "--anomalies", str(tmp_path / "anomalies.npy")]
+    files += ["--train", str(tmp_path / "train.npy")]
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(model), *files, "--out", str(tmp_path / "roc.png")]) == 0
+    out = capsys.readouterr().out
+    table = {line.split("  ")[0].strip(): line for line in out.splitlines()}
+    assert {"conv v1 (plain, mse)", "IsolationForest"} <= set(table)
+    auroc_of_model = float(table["conv v1 (plain, mse)"].split()[4])
+    # Uniform noise images are far from every digit: any model that learnt digits tells them apart.
+    assert auroc_of_model > 0.9, out

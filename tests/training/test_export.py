@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import dataclasses
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,22 +12,23 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from service.contract import ModelMetadata
+from service.contract import InputKind, ModelMetadata, SeriesSpec
+from tests.training.conftest import CASE_IDS, CASES, Samples, body_samples, tiny_hidden
 from training.artifact import recalibrate_version, train_version
 from training.config import TrainConfig
-from training.data import Dataset, Normaliser
-from training.export import OPSET, export_graphs, graph_modules, sha256
+from training.data import Dataset, Normaliser, split_rows
+from training.export import OPSET, ExportError, check_parity, export_graphs, graph_modules, sha256
+from training.objectives import OBJECTIVES, build_model
 from training.scoring import score_rows
-from training.variants import VARIANTS, build_model
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", sorted(OBJECTIVES))
 def test_export_matches_torch_within_1e5(
     variant: str, digits: npt.NDArray[np.float32], tmp_path: Path
 ) -> None:
     torch.manual_seed(0)
     normaliser = Normaliser.fit(digits, "minmax", shared=True)
-    model = build_model(variant, 64, 8, None, {}).eval()
+    model = build_model(variant, "mlp", (64,), 8, None, {}).eval()
     graphs, _ = export_graphs(model, normaliser, tmp_path, digits[:20])
     x = digits[20:27]  # a batch size the export never saw: the batch axis is dynamic
     for spec in graph_modules(model, normaliser):
@@ -50,8 +53,14 @@ def test_export_matches_torch_within_1e5(
 @pytest.fixture(scope="module")
 def trained(digits: npt.NDArray[np.float32], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models")
-    config = TrainConfig(variant="vae", latent_dim=4, hidden=(16,), epochs=3, false_alarm_rate=0.05)
-    return train_version(config, Dataset(digits, "digits", (8, 8)), out, "tiny", progress=False).directory
+    config = TrainConfig(
+        variant="vae", architecture="mlp", latent_dim=4, hidden=(16,), epochs=3, false_alarm_rate=0.05
+    )
+    return train_version(config, _digit_images(digits), out, "tiny", progress=False).directory
+
+
+def _digit_images(digits: npt.NDArray[np.float32]) -> Dataset:
+    return Dataset.of_images(digits.reshape(-1, 1, 8, 8), "digits")
 
 
 def test_train_version_writes_metadata_that_round_trips(trained: Path) -> None:
@@ -99,7 +108,7 @@ def test_recalibrate_version_finds_the_same_validation_rows(
     copy.parent.mkdir()
     shutil.copytree(trained, copy)
     before = ModelMetadata.read(copy)
-    after = recalibrate_version(copy, Dataset(digits, "digits", (8, 8)))
+    after = recalibrate_version(copy, _digit_images(digits))
     # Unchanged graphs on the same split: the calibration comes out identical.
     assert after.calibration == before.calibration
     assert ModelMetadata.read(copy).calibration == before.calibration
@@ -107,7 +116,166 @@ def test_recalibrate_version_finds_the_same_validation_rows(
 
 def test_train_version_takes_next_free_version(trained: Path, digits: npt.NDArray[np.float32]) -> None:
     config = TrainConfig(variant="plain", latent_dim=2, hidden=(8,), epochs=1)
-    second = train_version(
-        config, Dataset(digits, "digits", (8, 8)), trained.parent.parent, "tiny", progress=False
-    )
+    second = train_version(config, _digit_images(digits), trained.parent.parent, "tiny", progress=False)
     assert second.directory.name == "2"
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+@pytest.mark.parametrize(("objective", "body", "kind"), CASES, ids=CASE_IDS)
+def test_export_parity_per_value_in_normalised_space(
+    objective: str, body: str, kind: InputKind, samples: dict[InputKind, Samples], tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    shaped, normaliser = body_samples(samples, body, kind)
+    shape = shaped.shape[1:]
+    model = build_model(objective, body, shape, 4, tiny_hidden(body), {}).eval()
+    graphs, parity = export_graphs(model, normaliser, tmp_path, shaped[:20])
+    assert 0 <= parity <= 1e-5
+    x = shaped[20:27]  # a batch size the export never saw
+    latent = model.encode(torch.from_numpy(normaliser.transform(x))).detach().numpy()  # (7, 4)
+    for spec in graph_modules(model, normaliser):
+        graph = graphs[spec.role]
+        proto = onnx.load(str(tmp_path / graph.path))
+        inputs = latent if spec.role == "decoder" else x
+        # The batch axis is a name, every other axis the sample's fixed size.
+        assert _dims(proto.graph.input[0]) == ["batch", *inputs.shape[1:]]
+        assert all(_dims(o)[0] == "batch" for o in proto.graph.output)
+        session = ort.InferenceSession(str(tmp_path / graph.path), providers=["CPUExecutionProvider"])
+        got = dict(zip(graph.outputs, session.run(graph.outputs, {graph.inputs[0]: inputs}), strict=True))
+        with torch.no_grad():
+            expected = spec.module(torch.from_numpy(inputs))
+        expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
+        for name, b in zip(graph.outputs, expected, strict=True):
+            a, ref = got[name].astype(np.float64), b.numpy().astype(np.float64)
+            if name == "reconstruction":  # raw units: compared in the normalised space
+                a, ref = (
+                    (a - normaliser.offset) / normaliser.scale,
+                    (ref - normaliser.offset) / normaliser.scale,
+                )
+            assert np.all(np.abs(a - ref) <= 1e-5 * np.maximum(1.0, np.abs(ref))), name
+        shapes = {name: value.shape for name, value in got.items()}
+        assert all(shapes[code] == (7, 4) for code in model.encoder_outputs if code in shapes)
+        if spec.role == "model":
+            assert shapes["reconstruction"] == shapes["feature_errors"] == (7, *shape)
+            assert [shapes[s] for s in graph.outputs[len(model.encoder_outputs) + 2 :]] == [(7,)] * len(
+                model.scores
+            )
+            errors = got["feature_errors"]
+            np.testing.assert_allclose(errors.reshape(7, -1).mean(axis=1), got["error"], rtol=1e-5, atol=1e-7)
+            normalised_error = ((got["reconstruction"] - x) / normaliser.scale) ** 2
+            np.testing.assert_allclose(normalised_error, errors, rtol=1e-3, atol=1e-6)
+
+
+def test_export_parity_is_not_failed_by_the_rounding_of_large_raw_values(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 5)).astype(np.float32)
+    x[:, 1] = rng.uniform(-12_809, 13_148, 200)  # a feature in the tens of thousands
+    x[:, 2] = 10_000 + 0.05 * rng.random(200)  # far from zero, a narrow range: few float32 steps per unit
+    for kind in ("minmax", "standard"):
+        for objective in OBJECTIVES:
+            torch.manual_seed(0)
+            normaliser = Normaliser.fit(x, kind)
+            model = build_model(objective, "mlp", (5,), 3, (8,), {}).eval()
+            _, parity = export_graphs(model, normaliser, tmp_path, x[:50])
+            assert parity <= 1e-5, (kind, objective)
+
+
+class _Nudged(torch.nn.Module):
+    """A graph module whose raw outputs are moved by `step(output)`: a stand-in for torch disagreeing."""
+
+    def __init__(self, module: torch.nn.Module, step: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.module, self.step = module, step
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.module(latent)
+        return out + self.step(out)
+
+
+def test_check_parity_holds_each_raw_value_to_1e5_of_its_scale(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3)).astype(np.float32)
+    x[:, 1] = rng.uniform(-12_809, 13_148, 60)
+    x[:, 2] = 10_000 + 0.05 * rng.random(60)
+    normaliser = Normaliser.fit(x, "minmax")  # scales about 5, 25957 and 0.05
+    torch.manual_seed(0)
+    model = build_model("plain", "mlp", (3,), 2, (8,), {}).eval()
+    export_graphs(model, normaliser, tmp_path, x[:20])
+    spec = next(s for s in graph_modules(model, normaliser) if s.role == "decoder")
+    latent = model.encode(torch.from_numpy(normaliser.transform(x))).detach()  # (60, 2)
+    scale = torch.from_numpy(normaliser.scale)
+
+    def check(step: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        nudged = dataclasses.replace(spec, module=_Nudged(spec.module, step))
+        return check_parity(nudged, tmp_path / "decoder.onnx", latent, normaliser)
+
+    # One float32 step of every raw value is rounding (a sixtieth of the third feature's range), not a
+    # difference; 0.0011 on the feature in the tens of thousands is 4e-8 of its scale.
+    assert check(lambda out: torch.nextafter(out, out + 1) - out) <= 1e-5
+    assert check(lambda out: torch.tensor([0.0, 0.0011, 0.0])) <= 1e-5
+    # 3e-5 of its scale on any one feature fails, however small beside the other features' values; on the
+    # third feature that is less than one float32 step, so three steps stand in for it.
+    ulp = torch.nextafter(torch.tensor(10_000.0), torch.tensor(20_000.0)) - 10_000.0
+    for feature, nudge in enumerate([3e-5 * scale[0], 3e-5 * scale[1], 3 * ulp]):
+        mask = torch.zeros(3)
+        mask[feature] = 1.0
+        with pytest.raises(ExportError, match=rf"output 'reconstruction' differs .* at \(\d+, {feature}\)"):
+            check(lambda out, step=nudge * mask: step + 0 * out)
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "input_shape", "normalisation_entries"),
+    [
+        ("image", "conv2d", [1, 8, 8], 1),
+        ("image", "mlp", [64], 64),
+        ("series", "conv1d", [13, 3], 3),
+        ("series", "mlp", [13, 3], 3),
+        ("rows", "mlp", [64], 64),
+    ],
+)
+def test_train_version_records_the_body_and_the_sample_layout(
+    kind: InputKind,
+    body: str,
+    input_shape: list[int],
+    normalisation_entries: int,
+    samples: dict[InputKind, Samples],
+    tmp_path: Path,
+) -> None:
+    raw = samples[kind]
+    dataset = {
+        "rows": lambda: Dataset(raw, "rows.npy"),
+        "image": lambda: Dataset.of_images(raw, "images.npy"),
+        "series": lambda: Dataset(raw, "windows", "series", series=SeriesSpec(window=13, channels=3)),
+    }[kind]()
+    config = TrainConfig(architecture=body, latent_dim=3, hidden=tiny_hidden(body), epochs=2)
+    directory = train_version(config, dataset, tmp_path, "layout", progress=False).directory
+    metadata = ModelMetadata.read(directory)
+    assert (metadata.kind, metadata.architecture, metadata.input_shape) == (kind, body, input_shape)
+    assert metadata.training["architecture"] == body
+    assert metadata.image == dataset.image and metadata.series == dataset.series
+    assert len(metadata.normalisation.offset) == normalisation_entries
+    assert metadata.data.n_features == metadata.input_dim == len(metadata.data.feature_min)
+    scores = score_rows(directory, raw[:9])
+    assert scores.feature_errors.shape == scores.reconstruction.shape == (9, *input_shape)
+    np.testing.assert_allclose(
+        scores.feature_errors.reshape(9, -1).mean(axis=1), scores.scores["mse"], rtol=1e-5
+    )
+    assert (directory / "reconstructions.png").stat().st_size > 1000
+
+
+def test_train_version_normalises_series_per_channel_over_time(
+    samples: dict[InputKind, Samples], tmp_path: Path
+) -> None:
+    windows = samples["series"]  # channels in units 1, 10 and 100
+    dataset = Dataset(windows, "windows", "series", series=SeriesSpec(window=13, channels=3))
+    config = TrainConfig(latent_dim=3, hidden=(4,), epochs=1, validation_fraction=0.25)
+    metadata = train_version(config, dataset, tmp_path, "series", test_every=0, progress=False).metadata
+    train = windows[split_rows(len(windows), 0.25, 0, 0).train]
+    np.testing.assert_allclose(metadata.normalisation.offset, train.min(axis=(0, 1)), rtol=1e-6)
+    np.testing.assert_allclose(
+        metadata.normalisation.scale, train.max(axis=(0, 1)) - train.min(axis=(0, 1)), rtol=1e-5
+    )
+    assert metadata.architecture == "conv1d"

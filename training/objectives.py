@@ -1,14 +1,19 @@
-"""The autoencoder family: a base class, one subclass per variant overriding only what differs, and VARIANTS.
+"""The autoencoder objectives: a base class, one subclass per objective overriding only what differs, and
+OBJECTIVES.
 
-Every model works in the normalised space (normalisation lives outside, in the exported graphs). Adding a
-variant means one subclass here and one entry in VARIANTS: the CLI options, the tests and the export all
-iterate over VARIANTS and read what each class declares (`hyperparameters`, `encoder_outputs`, `scores`).
+An objective is what the model is trained for (its code, loss, penalty, corruption, scores); the network
+it is trained on is a body from `training.bodies`, a separate choice: every objective works with every body,
+and `build_model` composes the two. Every model works in the normalised space (normalisation lives outside,
+in the exported graphs). Adding an objective means one subclass here and one entry in OBJECTIVES: the CLI
+options, the tests and the export all iterate over OBJECTIVES and read what each class declares
+(`hyperparameters`, `encoder_outputs`, `scores`). The CLI's `--variant` and the metadata's `variant` name an
+objective.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -16,13 +21,29 @@ import torch
 from torch import Tensor, nn
 
 from service.contract import ScoreName
+from training.bodies import BODIES, Body, BodyPlan
 
-__all__ = ["VARIANTS", "Autoencoder", "HyperParameter", "Loss", "build_model"]
+__all__ = [
+    "OBJECTIVES",
+    "Autoencoder",
+    "ContractiveAutoencoder",
+    "DenoisingAutoencoder",
+    "HyperParameter",
+    "LinearAutoencoder",
+    "Loss",
+    "SparseKLAutoencoder",
+    "SparseL1Autoencoder",
+    "SparseL2Autoencoder",
+    "VariationalAutoencoder",
+    "build_model",
+    "jacobian_frobenius_sq",
+    "per_sample_sum",
+]
 
 
 @dataclass(frozen=True)
 class HyperParameter:
-    """A variant's own hyper-parameter; the CLI offers it as --<name with dashes>."""
+    """An objective's own hyper-parameter; the CLI offers it as --<name with dashes>."""
 
     name: str
     default: float
@@ -36,14 +57,18 @@ class Loss(NamedTuple):
     total: Tensor
     """Scalar the optimiser minimises."""
     reconstruction: Tensor
-    """Scalar mean squared error in the normalised space (comparable across variants)."""
+    """Scalar mean squared error in the normalised space (comparable across objectives)."""
+
+
+def per_sample_sum(values: Tensor) -> Tensor:
+    """(batch, *shape) -> (batch,): the sum over each sample's values."""
+    return values.flatten(1).sum(dim=1)
 
 
 class Autoencoder(nn.Module):
-    """Plain MLP autoencoder; loss = mean squared reconstruction error in the normalised space."""
+    """Plain autoencoder; loss = mean squared reconstruction error in the normalised space."""
 
     hyperparameters: ClassVar[tuple[HyperParameter, ...]] = ()
-    default_hidden: ClassVar[tuple[int, ...]] = (128,)
     default_latent_dim: ClassVar[int] = 16
     default_steps: ClassVar[int] = 6000
     """Gradient-step budget when the configuration leaves epochs and steps unset."""
@@ -55,18 +80,24 @@ class Autoencoder(nn.Module):
 
     def __init__(
         self,
-        input_dim: int,
+        body: type[Body],
+        input_shape: Sequence[int],
         latent_dim: int,
         hidden: tuple[int, ...],
         hparams: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
-        self.input_dim = input_dim
+        self.input_shape = tuple(input_shape)
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.hp = {p.name: p.default for p in self.hyperparameters} | (hparams or {})
-        self.encoder = self.mlp([input_dim, *hidden, self.code_width()], self.code_activation())
-        self.decoder = self.mlp([latent_dim, *reversed(hidden), input_dim], nn.Identity())
+        plan = BodyPlan(self.code_width(), self.activation, self.code_activation)
+        self.body = body(self.input_shape, latent_dim, hidden, plan)
+
+    @classmethod
+    def default_hidden(cls, body: type[Body]) -> tuple[int, ...]:
+        """Capacity when none is given, from the body's default."""
+        return body.default_hidden
 
     def activation(self) -> nn.Module:
         return nn.ELU()
@@ -76,29 +107,27 @@ class Autoencoder(nn.Module):
         return nn.Identity()
 
     def code_width(self) -> int:
-        """Width of the encoder's last layer (the VAE needs mean and log-variance)."""
+        """Width of the encoder's output (the VAE needs mean and log-variance)."""
         return self.latent_dim
 
-    def mlp(self, widths: list[int], last: nn.Module) -> nn.Sequential:
-        layers: list[nn.Module] = []
-        for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
-            layers.append(nn.Linear(fan_in, fan_out))
-            layers.append(self.activation() if i < len(widths) - 2 else last)
-        return nn.Sequential(*layers)
+    def weights(self) -> list[Tensor]:
+        """Every weight tensor of the network (dense matrices, convolution kernels), no biases."""
+        return [p for p in self.parameters() if p.ndim > 1]
 
     def encode(self, x: Tensor) -> Tensor:
-        """The code used for reconstruction: (batch, input_dim) -> (batch, latent_dim)."""
-        return self.encoder(x)  # type: ignore[no-any-return]
+        """The code used for reconstruction: (batch, *input_shape) -> (batch, latent_dim)."""
+        return self.body.encoder(x)  # type: ignore[no-any-return]
 
     def encode_outputs(self, x: Tensor) -> tuple[Tensor, ...]:
         """What the encoder graph outputs, in the order of `encoder_outputs`."""
         return (self.encode(x),)
 
     def decode(self, z: Tensor) -> Tensor:
-        return self.decoder(z)  # type: ignore[no-any-return]
+        """(batch, latent_dim) -> (batch, *input_shape)."""
+        return self.body.decoder(z)  # type: ignore[no-any-return]
 
     def forward(self, x: Tensor) -> Tensor:
-        """Deterministic reconstruction: (batch, input_dim) -> (batch, input_dim)."""
+        """Deterministic reconstruction: (batch, *input_shape) -> (batch, *input_shape)."""
         return self.decode(self.encode(x))
 
     def corrupt(self, x: Tensor) -> Tensor:
@@ -116,7 +145,7 @@ class Autoencoder(nn.Module):
         return ()
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Decode z ~ N(0, I): (n, input_dim) in the normalised space; meaningful when `generative`."""
+        """Decode z ~ N(0, I): (n, *input_shape) in the normalised space; meaningful when `generative`."""
         return self.decode(torch.randn(n, self.latent_dim, generator=generator))
 
     def loss(self, x: Tensor) -> Loss:
@@ -128,9 +157,12 @@ class Autoencoder(nn.Module):
 
 
 class LinearAutoencoder(Autoencoder):
-    """No activations anywhere: the optimum is PCA's subspace at the same k."""
+    """No activations anywhere, from any body: the optimum is PCA's subspace at the same k."""
 
-    default_hidden = ()
+    @classmethod
+    def default_hidden(cls, body: type[Body]) -> tuple[int, ...]:
+        # Stacked linear maps are one linear map: the defaults add no layers that could only slow it down.
+        return ()
 
     def activation(self) -> nn.Module:
         return nn.Identity()
@@ -149,13 +181,12 @@ class SparseL1Autoencoder(Autoencoder):
 
 
 class SparseL2Autoencoder(Autoencoder):
-    """Ridge penalty lambda * sum w^2 over all weight matrices (biases excluded)."""
+    """Ridge penalty lambda * sum w^2 over all weight tensors (biases excluded)."""
 
     hyperparameters = (HyperParameter("l2", 1e-4, "weight of the L2 penalty on the weights"),)
 
     def penalty(self, x: Tensor, z: Tensor) -> Tensor:
-        weights = [m.weight for m in self.modules() if isinstance(m, nn.Linear)]
-        return self.hp["l2"] * sum((w**2).sum() for w in weights)  # type: ignore[return-value]
+        return self.hp["l2"] * sum((w**2).sum() for w in self.weights())  # type: ignore[return-value]
 
 
 class SparseKLAutoencoder(Autoencoder):
@@ -181,12 +212,15 @@ class DenoisingAutoencoder(Autoencoder):
 
     hyperparameters = (
         HyperParameter("noise_std", 0.2, "std of the Gaussian noise added in the normalised space"),
-        HyperParameter("mask_prob", 0.0, "probability of setting each input feature to zero", 0.0, 1.0),
+        HyperParameter("mask_prob", 0.0, "probability of setting each input value to zero", 0.0, 1.0),
     )
-    # Removing noise needs a wider code and longer training than reconstructing clean inputs.
-    default_hidden = (512,)
+    # Removing noise needs a wider network and code, and longer training, than reconstructing clean inputs.
     default_latent_dim = 32
     default_steps = 12000
+
+    @classmethod
+    def default_hidden(cls, body: type[Body]) -> tuple[int, ...]:
+        return tuple(4 * width for width in body.default_hidden)
 
     def corrupt(self, x: Tensor) -> Tensor:
         noisy = x + self.hp["noise_std"] * torch.randn_like(x)
@@ -213,14 +247,15 @@ class ContractiveAutoencoder(Autoencoder):
 
 
 def jacobian_frobenius_sq(z: Tensor, x: Tensor, create_graph: bool = False) -> Tensor:
-    """Per-sample ||dz/dx||_F^2, (batch,), exact: one backward pass per code unit.
+    """Per-sample ||dz/dx||_F^2, (batch,), exact for any body: one backward pass per code unit.
 
-    Rows of a batch do not interact in the encoder, so d(sum_b z[b, j])/dx[b] is row b's gradient of z[b, j].
+    Samples of a batch do not interact in any body, so d(sum_b z[b, j])/dx[b] is sample b's gradient of
+    z[b, j].
     """
     total = x.new_zeros(x.shape[0])
     for j in range(z.shape[1]):
         (grad,) = torch.autograd.grad(z[:, j].sum(), x, create_graph=create_graph, retain_graph=True)
-        total = total + (grad**2).sum(dim=1)  # (batch,)
+        total = total + per_sample_sum(grad**2)  # (batch,)
     return total
 
 
@@ -241,7 +276,7 @@ class VariationalAutoencoder(Autoencoder):
         return 2 * self.latent_dim
 
     def encode_outputs(self, x: Tensor) -> tuple[Tensor, ...]:
-        mean, log_var = self.encoder(x).chunk(2, dim=1)  # each (batch, latent_dim)
+        mean, log_var = self.body.encoder(x).chunk(2, dim=1)  # each (batch, latent_dim)
         return mean, log_var
 
     def encode(self, x: Tensor) -> Tensor:
@@ -256,17 +291,17 @@ class VariationalAutoencoder(Autoencoder):
         self, x: Tensor, codes: tuple[Tensor, ...], reconstruction: Tensor
     ) -> tuple[Tensor, ...]:
         mean, log_var = codes
-        return (0.5 * torch.sum((reconstruction - x) ** 2, dim=1) + self.kl(mean, log_var),)
+        return (0.5 * per_sample_sum((reconstruction - x) ** 2) + self.kl(mean, log_var),)
 
     def loss(self, x: Tensor) -> Loss:
         mean, log_var = self.encode_outputs(x)
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var) if self.training else mean
-        squared = (self.decode(z) - x) ** 2  # (batch, input_dim)
-        total = torch.mean(0.5 * squared.sum(dim=1) + self.hp["beta"] * self.kl(mean, log_var))
+        squared = (self.decode(z) - x) ** 2  # (batch, *input_shape)
+        total = torch.mean(0.5 * per_sample_sum(squared) + self.hp["beta"] * self.kl(mean, log_var))
         return Loss(total, squared.mean())
 
 
-VARIANTS: dict[str, type[Autoencoder]] = {
+OBJECTIVES: dict[str, type[Autoencoder]] = {
     "plain": Autoencoder,
     "linear": LinearAutoencoder,
     "sparse_l1": SparseL1Autoencoder,
@@ -279,17 +314,20 @@ VARIANTS: dict[str, type[Autoencoder]] = {
 
 
 def build_model(
-    variant: str,
-    input_dim: int,
+    objective: str,
+    body: str,
+    input_shape: Sequence[int],
     latent_dim: int | None,
     hidden: tuple[int, ...] | None,
     hparams: dict[str, float],
 ) -> Autoencoder:
-    """Instantiate VARIANTS[variant]; None takes the variant's default latent size or hidden widths."""
-    cls = VARIANTS[variant]
+    """OBJECTIVES[objective] on BODIES[body] for samples of `input_shape`; None takes the objective's default
+    latent size, or its default capacity for that body."""
+    cls, body_cls = OBJECTIVES[objective], BODIES[body]
     return cls(
-        input_dim,
+        body_cls,
+        input_shape,
         cls.default_latent_dim if latent_dim is None else latent_dim,
-        cls.default_hidden if hidden is None else hidden,
+        cls.default_hidden(body_cls) if hidden is None else hidden,
         hparams,
     )

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from service.contract import InputKind
+from training.bodies import BODIES, Conv1dBody, Conv2dBody, body_for
+from training.data import DataError, Normaliser
+from training.export import export_graphs
+from training.objectives import OBJECTIVES, build_model
+
+KINDS: tuple[InputKind, ...] = ("rows", "series", "image")
+
+
+def test_every_input_kind_has_exactly_one_default_body() -> None:
+    for kind in KINDS:
+        owners = [key for key, body in BODIES.items() if kind in body.default_for]
+        assert len(owners) == 1, (kind, owners)
+        assert kind in BODIES[owners[0]].reads
+    assert (body_for("rows"), body_for("image"), body_for("series")) == ("mlp", "conv2d", "conv1d")
+
+
+@pytest.mark.parametrize("body", sorted(BODIES))
+def test_body_for_refuses_data_the_body_cannot_read(body: str) -> None:
+    for kind in KINDS:
+        if kind in BODIES[body].reads:
+            assert body_for(kind, body) == body
+        else:
+            with pytest.raises(DataError, match=f"not {kind} data; expected one of"):
+                body_for(kind, body)
+    with pytest.raises(DataError, match="unknown architecture 'lstm'"):
+        body_for("rows", "lstm")
+
+
+@pytest.mark.parametrize("window", [2, 3, 5, 7, 13, 31, 64])
+@pytest.mark.parametrize("stages", [(), (4,), (4, 8, 8)])
+def test_conv1d_keeps_any_window_length(window: int, stages: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    model = build_model("plain", "conv1d", (window, 3), 5, stages, {})
+    x = torch.randn(4, window, 3)
+    assert model.encode(x).shape == (4, 5)
+    assert model(x).shape == (4, window, 3)
+    # Three halvings of a window of 2 leave one step per stage: still a valid network.
+    assert isinstance(model.body, Conv1dBody)
+
+
+@pytest.mark.parametrize(("height", "width"), [(4, 4), (5, 7), (7, 7), (8, 8), (13, 9), (28, 28)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_conv2d_keeps_any_image_size(height: int, width: int, channels: int) -> None:
+    torch.manual_seed(0)
+    model = build_model("vae", "conv2d", (channels, height, width), 4, (4, 8, 8), {})
+    x = torch.randn(3, channels, height, width)
+    mean, log_var = model.encode_outputs(x)
+    assert mean.shape == log_var.shape == (3, 4)
+    assert model(x).shape == (3, channels, height, width)
+    assert model.sample(2).shape == (2, channels, height, width)
+    assert isinstance(model.body, Conv2dBody)
+
+
+@pytest.mark.parametrize(
+    ("body", "shape", "sample_axis", "stage_axis"),
+    [("conv1d", (16, 3), 1, 2), ("conv2d", (2, 16, 12), 2, 2), ("conv2d", (2, 16, 12), 3, 3)],
+)
+def test_conv_first_stage_convolves_along_time_or_space(
+    body: str, shape: tuple[int, ...], sample_axis: int, stage_axis: int
+) -> None:
+    # Shifting the input two steps along a convolved axis shifts the stride-2 stage's output by one: the
+    # axis the body convolves is the series' time (not its channels) or the image's height and width.
+    torch.manual_seed(0)
+    model = build_model("plain", body, shape, 3, (4,), {})
+    stage = cast(nn.Sequential, model.body.encoder)[:3]  # layout, first convolution, activation
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        y, shifted = stage(x), stage(torch.roll(x, 2, dims=sample_axis))
+    inner = y.shape[stage_axis] - 2
+    torch.testing.assert_close(shifted.narrow(stage_axis, 2, inner), y.narrow(stage_axis, 1, inner))
+
+
+@pytest.mark.parametrize("body", ["conv1d", "conv2d"])
+def test_conv_bodies_refuse_samples_of_the_wrong_rank(body: str) -> None:
+    with pytest.raises(DataError, match="reads samples of"):
+        build_model("plain", body, (12,), 3, None, {})
+
+
+@pytest.mark.parametrize(
+    ("body", "shape"), [("conv1d", (31, 2)), ("conv1d", (2, 1)), ("conv2d", (3, 7, 9)), ("conv2d", (1, 5, 4))]
+)
+@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+def test_conv_bodies_export_odd_sizes_with_a_free_batch_axis(
+    objective: str, body: str, shape: tuple[int, ...], tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(30, *shape)) * 50 + 100).astype(np.float32)
+    normaliser = Normaliser.fit(x, "standard", channel_axis=BODIES[body].channel_axis)
+    model = build_model(objective, body, shape, 3, (4, 4), {}).eval()
+    graphs, parity = export_graphs(model, normaliser, tmp_path, x[:20])
+    assert parity <= 1e-5
+    session = ort.InferenceSession(str(tmp_path / graphs["model"].path), providers=["CPUExecutionProvider"])
+    for batch in (1, 3, 10):
+        outputs = dict(
+            zip(graphs["model"].outputs, session.run(None, {"x": x[20 : 20 + batch]}), strict=True)
+        )
+        assert outputs["reconstruction"].shape == outputs["feature_errors"].shape == (batch, *shape)
+        assert outputs["error"].shape == (batch,)
