@@ -1,4 +1,8 @@
-"""`python -m service --host HOST --port PORT [--models DIR] [--workers N] [--log-level LEVEL]`.
+"""`python -m service --host HOST --port PORT [--grpc-port PORT] [--models DIR] [--workers N] [...]`.
+
+HTTP on --port (REST and the Open Inference Protocol), gRPC on --grpc-port (default 8081, 0 for none), with
+the connection limits of `service.ops.connections` (header timeout and size, keep-alive, connection count).
+A configuration error is one line on stderr and exit status 2.
 
 `python -m service --write-openapi service/openapi.json` regenerates the committed OpenAPI schema.
 
@@ -21,9 +25,11 @@ from pathlib import Path
 from types import FrameType
 
 import uvicorn
+from pydantic import ValidationError
 from uvicorn.supervisors import Multiprocess
 
 from service.app import write_openapi
+from service.ops.auth import ApiKeys
 from service.ops.reload import SUPERVISOR_PID_ENV
 from service.settings import Settings
 
@@ -50,7 +56,12 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m service", description="Serve the autoencoder models.")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        help="gRPC port of the Open Inference Protocol (AE_GRPC_PORT; default 8081; 0 for none)",
+    )
     parser.add_argument(
         "--models", type=Path, help="model repository (AE_MODELS_DIR; default the repo's models/)"
     )
@@ -77,7 +88,17 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["AE_MODELS_DIR"] = str(args.models.resolve())
     if args.workers is not None:
         os.environ["AE_WORKERS"] = str(args.workers)
-    settings = Settings()
+    if args.grpc_port is not None:
+        os.environ["AE_GRPC_PORT"] = str(args.grpc_port)
+    os.environ.setdefault("AE_GRPC_PORT", "8081")
+    os.environ["AE_GRPC_HOST"] = args.host
+    try:
+        settings = Settings()
+        ApiKeys(settings)  # an unreadable keys file is a configuration error: say so before starting
+    except (ValidationError, RuntimeError) as exc:
+        first = str(exc).splitlines()
+        print(f"error: {' '.join(line.strip() for line in first[:3])}", file=sys.stderr)
+        sys.exit(2)
     drain = args.timeout_graceful_shutdown
     if drain is None:
         drain = max(1, round(settings.drain_timeout_s))
@@ -93,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
         log_level=args.log_level,
         access_log=False,
         timeout_graceful_shutdown=drain,
+        timeout_keep_alive=max(1, round(settings.keep_alive_timeout_s)),
+        http="service.ops.connections:GuardedHttpToolsProtocol",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
     if settings.workers == 1:
         uvicorn.Server(config).run()

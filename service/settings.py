@@ -102,13 +102,13 @@ class Settings(BaseSettings):
     min_body_rate: int = Field(default=1024 * 1024, ge=1024)
     """Bytes per second a client is expected to send its body at, at least (see `body_timeout_s`)."""
 
-    max_buffered_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    max_buffered_bytes: int = Field(default=32 * 1024 * 1024, ge=1024 * 1024)
     """Request bodies held in memory at once per worker (each counted by its Content-Length, or
     AE_MAX_BODY_BYTES when it has none). A body that does not fit waits, unread, for up to
     `queue_timeout_s`, then is answered 503. With `max_json_values` it bounds request memory: see
     docs/reliability.md."""
 
-    max_json_values: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_json_values: int = Field(default=1024 * 1024, ge=1024)
     """Most numbers and lists a JSON body may hold, counted on its bytes before it is parsed; more is
     answered 413 (a body of a million empty lists would otherwise cost far more memory than its size)."""
 

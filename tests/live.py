@@ -84,6 +84,7 @@ class LiveServer:
         log_level: str = "warning",
         start_timeout: float = 60.0,
         stop_timeout: float = 10.0,
+        nofile: int | None = None,
     ) -> None:
         self.models_dir = models
         self.workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
@@ -111,6 +112,8 @@ class LiveServer:
                 self.env.pop(name, None)
             else:
                 self.env[name] = value
+        self.nofile = nofile
+        """The server's open-files limit (`ulimit -n`), when set."""
         self.ready_path = ready_path
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
@@ -136,6 +139,7 @@ class LiveServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=self._limit_files if self.nofile is not None else None,
         )
         try:
             deadline = time.monotonic() + self.start_timeout
@@ -150,6 +154,12 @@ class LiveServer:
             self._log.close()
             raise ServerStartError(f"{exc}\n--- server log ---\n{log[-LOG_TAIL_CHARS:]}") from None
         return self
+
+    def _limit_files(self) -> None:
+        import resource
+
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def log_text(self) -> str:
         """All the server has written to stdout and stderr so far."""

@@ -127,7 +127,8 @@ class RegistrySnapshot:
         if self.fault is not None:
             lines.append(self.fault)
         elif not self.models and not self.failures:
-            lines.append(f"no models found under the model repository (expected <name>/<version>/{METADATA_FILE})")
+            expected = f"<name>/<version>/{METADATA_FILE}"
+            lines.append(f"no models found under the model repository (expected {expected})")
         return lines
 
 

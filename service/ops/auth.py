@@ -5,7 +5,9 @@ With neither set every endpoint is open, except the admin routes (unless AE_ADMI
 every path needs a key except the public ones (the probes, the UI, the API docs; /metrics with
 AE_PUBLIC_METRICS), and a key source that yields no usable key (set but empty, a file that is empty or cannot
 be read on reload) refuses every such request with 503 saying why: a broken secret never opens the service.
-A missing key is answered 401 with `WWW-Authenticate: Bearer`, a wrong one 403. A candidate key is compared
+While refusing, a keys file is looked at again (at most once a second) and re-read as soon as it changes, so
+that fixing the secret is enough to recover. A missing key is answered 401 with `WWW-Authenticate: Bearer`,
+a wrong one 403. A candidate key is compared
 with every configured key in constant time, and no key is ever logged.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from pathlib import Path
 
 from service.errors import (
@@ -85,6 +88,8 @@ class ApiKeys:
         ]
         self._file = settings.api_keys_file
         self._keys: tuple[bytes, ...] = ()
+        self._file_state: tuple[int, int] | None = None
+        self._checked_at = 0.0
         self.problem: str | None = None
         """Why no request can be accepted (a configured source with no usable key); None when keys work."""
         if self._file is not None:
@@ -98,6 +103,7 @@ class ApiKeys:
         problem = None
         from_file: list[bytes] = []
         if self._file is not None:
+            self._file_state = self._stat()
             try:
                 from_file = [k.encode() for k in _read_keys_file(self._file)]
             except RuntimeError as exc:
@@ -110,6 +116,23 @@ class ApiKeys:
         if problem:
             logger.error("%s: every request but the probes is refused until a reload finds keys", problem)
         return problem
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = self._file.stat() if self._file is not None else None
+        except OSError:
+            return None
+        return None if st is None else (st.st_mtime_ns, st.st_size)
+
+    def _recheck(self) -> None:
+        """While refusing: re-read a keys file that changed since (looked at once a second at most)."""
+        now = time.monotonic()
+        if self._file is None or now - self._checked_at < 1.0:
+            return
+        self._checked_at = now
+        if self._stat() != self._file_state:
+            logger.info("AE_API_KEYS_FILE changed; reading it again")
+            self.reload()
 
     @property
     def count(self) -> int:
@@ -131,6 +154,8 @@ class ApiKeys:
                     "AE_API_KEYS_FILE (or AE_ADMIN_OPEN=1 on a trusted network)"
                 )
             return None
+        if self.problem is not None:
+            self._recheck()
         if self.problem is not None:
             return KeysUnavailableError(f"{self.problem}; the service refuses requests until it is fixed")
         token = bearer_token(headers)

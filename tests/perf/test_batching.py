@@ -20,8 +20,8 @@ from service.core.batching import (
     Rows,
 )
 from service.core.runtime import Float32Array, OnnxModel
-from service.errors import InvalidInputError
 from service.core.tasks import TASKS, ScoreOptions, _denoise_rows, _encode_rows
+from service.errors import InvalidInputError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "models"
 

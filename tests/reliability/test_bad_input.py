@@ -27,7 +27,7 @@ class Case:
     message: str
     """A piece of the error message that says what was wrong."""
     body: bytes | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str | bytes] = field(default_factory=dict)
 
 
 def _json(path: str, obj: Any, status: int, message: str, **headers: str) -> Case:
@@ -36,7 +36,7 @@ def _json(path: str, obj: Any, status: int, message: str, **headers: str) -> Cas
     )
 
 
-def _raw(path: str, body: bytes, status: int, message: str, **headers: str) -> Case:
+def _raw(path: str, body: bytes, status: int, message: str, **headers: str | bytes) -> Case:
     return Case("POST", path, status, message, body, {"content-type": "application/octet-stream", **headers})
 
 
@@ -45,6 +45,12 @@ def _token(path: str, fld: str, width: int, token: str, status: int, message: st
     row = ", ".join([token] + ["1.0"] * (width - 1))
     body = f'{{"model": "tiny", "{fld}": [[{row}]]}}'.encode()
     return Case("POST", path, status, message, body, {"content-type": "application/json"})
+
+
+def _gzip(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data)
 
 
 def _nested(depth: int) -> bytes:
@@ -276,6 +282,96 @@ def _tensor_cases() -> Iterator[tuple[str, Case]]:
                 {"content-type": "application/x-npy"},
             ),
             "unacceptable-accept": _json(path, good, 406, "cannot answer", accept="text/html"),
+            # X-Tensor-Shape: bounded rank and dimensions, never numpy's own errors.
+            "raw-shape-65-dims": _raw(
+                f"{path}?model=tiny",
+                b"",
+                400,
+                "too many dimensions",
+                **{"x-tensor-shape": ",".join(["1"] * 65)},
+            ),
+            "raw-shape-zero-and-huge": _raw(
+                f"{path}?model=tiny",
+                b"",
+                400,
+                "not comma-separated integers",
+                **{"x-tensor-shape": "0,99999999999999999999"},
+            ),
+            "raw-shape-huge-and-zero": _raw(
+                f"{path}?model=tiny",
+                b"",
+                400,
+                "not comma-separated integers",
+                **{"x-tensor-shape": "4611686018427387904,4,0"},
+            ),
+            "raw-shape-zero-rows-empty-body": _raw(
+                f"{path}?model=tiny", b"", 422, "empty batch", **{"x-tensor-shape": f"0,{width}"}
+            ),
+            "raw-shape-negative": _raw(
+                f"{path}?model=tiny",
+                b"",
+                400,
+                "not comma-separated integers",
+                **{"x-tensor-shape": f"-1,{width}"},
+            ),
+            "raw-shape-unicode-digits": _raw(
+                f"{path}?model=tiny",
+                b"",
+                400,
+                "not comma-separated integers",
+                **{"x-tensor-shape": "1,\u00b2".encode("latin-1")},
+            ),
+            "npy-header-claims-huge-shape": Case(
+                "POST",
+                f"{path}?model=tiny",
+                400,
+                "not a readable .npy array",
+                npy_bytes(np.zeros((1, width), np.float32)).replace(
+                    b"(1, %d)" % width, b"(99999999999, %d)" % width
+                ),
+                {"content-type": "application/x-npy"},
+            ),
+            # Content-Encoding: strict streams only.
+            "gzip-truncated": Case(
+                "POST",
+                path,
+                400,
+                "truncated",
+                _gzip(orjson.dumps(good))[:-8],
+                {"content-type": "application/json", "content-encoding": "gzip"},
+            ),
+            "gzip-trailing-garbage": Case(
+                "POST",
+                path,
+                400,
+                "after its stream ends",
+                _gzip(orjson.dumps(good)) + b"garbage",
+                {"content-type": "application/json", "content-encoding": "gzip"},
+            ),
+            "gzip-not-gzip": Case(
+                "POST",
+                path,
+                400,
+                "not valid gzip",
+                orjson.dumps(good),
+                {"content-type": "application/json", "content-encoding": "gzip"},
+            ),
+            "content-encoding-unknown": Case(
+                "POST",
+                path,
+                415,
+                "unsupported Content-Encoding",
+                orjson.dumps(good),
+                {"content-type": "application/json", "content-encoding": "br"},
+            ),
+            "transfer-encoding-gzip-chunked": Case(
+                "POST",
+                path,
+                400,
+                "Transfer-Encoding",
+                orjson.dumps(good),
+                {"content-type": "application/json", "transfer-encoding": "gzip, chunked"},
+            ),
         }
         for name, case in cases.items():
             yield f"{path}:{name}", case
@@ -403,7 +499,24 @@ def _v2_cases() -> Iterator[tuple[str, Case]]:
         "model-encoded-slash": _json("/v2/models/..%2Ftiny/infer", request(), 404, "Not Found"),
         "metadata-unknown": Case("GET", "/v2/models/%2e%2e%2fetc", 404, "Not Found"),
         "ready-unknown": Case("GET", "/v2/models/nope/ready", 404, "unknown model 'nope'"),
+        "route-unknown": Case("GET", "/v2/nothing/here", 404, "Not Found"),
+        "config-unknown": Case("GET", "/v2/models/nope/config", 404, "unknown model 'nope'"),
+        "stats-unknown": Case("GET", "/v2/models/nope/stats", 404, "unknown model 'nope'"),
     }
+    # Versions are ASCII digits without a leading zero: superscript, Arabic-Indic and full-width digits,
+    # and zero padding, are not version 1 (nor a 500) on any versioned route.
+    for label, segment in [
+        ("superscript", "%C2%B2"),
+        ("arabic", "%D9%A1"),
+        ("fullwidth", "%EF%BC%91"),
+        ("zeros", "00001"),
+    ]:
+        base = f"/v2/models/tiny/versions/{segment}"
+        cases[f"version-{label}-infer"] = _json(f"{base}/infer", request(), 400, "not a positive integer")
+        for route in ("", "/ready", "/config", "/stats"):
+            cases[f"version-{label}-get{route.replace('/', '-')}"] = Case(
+                "GET", base + route, 400, "not a positive integer"
+            )
     for name, case in cases.items():
         yield f"/v2:{name}", case
 

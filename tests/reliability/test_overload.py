@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
+from service.core.runtime import OnnxModel
 from service.ops.admission import AdmissionGate, OverloadedError
 from tests.conftest import FIXTURE_MODELS
 from tests.live import LiveServer
@@ -56,45 +58,74 @@ def test_admission_gate_drain_waits_for_in_flight() -> None:
     asyncio.run(scenario())
 
 
-def test_overload_sheds_fast_with_retry_after_and_times_out(server_factory: Any, tmp_path: Path) -> None:
-    server: LiveServer = server_factory(
-        # Timeouts long enough that a stalled CI machine still sheds the third request while the second waits.
+def test_overload_sheds_fast_with_retry_after_and_times_out(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Admitted requests hold their slots while the model runs: here a run that waits for a signal, on a
+    # worker thread (AE_INLINE_MAX_ROWS=0), so that the event loop stays free to refuse the rest.
+    release = threading.Event()
+    denoise = OnnxModel.denoise
+
+    def held(self: OnnxModel, x: Any) -> Any:
+        release.wait(30)
+        return denoise(self, x)
+
+    monkeypatch.setattr(OnnxModel, "denoise", held)
+    client = make_client(
         FIXTURE_MODELS,
-        max_concurrency="2",
-        max_queue="1",
-        queue_timeout_s="3",
-        request_timeout_s="5",
+        max_concurrency=2,
+        max_queue=1,
+        queue_timeout_s=1.0,
+        request_timeout_s=2.0,
+        inline_max_rows=0,
+        batching=False,
     )
-    holders = [open_slow_request(server.port) for _ in range(2)]
-    time.sleep(0.3)
-    queued, _ = open_slow_request(server.port)
-    time.sleep(0.2)
+    with ThreadPoolExecutor(4) as pool:
+        holders = [pool.submit(client.post, "/denoise", json=GOOD) for _ in range(2)]
+        time.sleep(0.3)
+        queued = pool.submit(client.post, "/denoise", json=GOOD)
+        time.sleep(0.2)
+        shed = client.post("/denoise", json=GOOD)
+        assert shed.status_code == 503
+        assert shed.headers["retry-after"] == "1"
+        assert "server overloaded" in shed.json()["detail"] and "AE_MAX_QUEUE=1" in shed.json()["detail"]
+        v2 = client.post(
+            "/v2/models/tiny/infer",
+            json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]},
+        )
+        assert v2.status_code == 503 and "server overloaded" in v2.json()["error"]
+        # Probes are never queued.
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 200
 
-    shed = httpx.post(f"{server.url}/denoise", json=GOOD)
-    assert shed.status_code == 503
-    assert shed.headers["retry-after"] == "1"
-    assert "server overloaded" in shed.json()["detail"] and "AE_MAX_QUEUE=1" in shed.json()["detail"]
-    v2 = httpx.post(
-        f"{server.url}/v2/models/tiny/infer",
-        json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]},
-    )
-    assert v2.status_code == 503 and "server overloaded" in v2.json()["error"]
-    # Probes are never queued.
-    assert httpx.get(f"{server.url}/healthz").status_code == 200
-    assert httpx.get(f"{server.url}/readyz").status_code == 200
-
-    status, body = read_response(queued)
-    assert status == 503
-    assert "no request slot became free within 3 s" in orjson.loads(body)["detail"]
-    for sock, _ in holders:
-        status, body = read_response(sock)
-        assert status == 504
-        assert "AE_REQUEST_TIMEOUT_S" in orjson.loads(body)["detail"]
-        sock.close()
-    queued.close()
-    ok = httpx.post(f"{server.url}/denoise", json=GOOD)
+        late = queued.result(10)
+        assert late.status_code == 503
+        assert "no request slot became free within 1 s" in late.json()["detail"]
+        for holder in holders:
+            answer = holder.result(10)
+            assert answer.status_code == 504
+            assert "AE_REQUEST_TIMEOUT_S" in answer.json()["detail"]
+    release.set()
+    ok = client.post("/denoise", json=GOOD)
     assert ok.status_code == 200
-    assert server.process.poll() is None
+
+
+def test_overload_a_stalled_body_holds_no_slot(server_factory: Any) -> None:
+    # Bodies are read before admission: senders that stall hold connections, not request slots.
+    server: LiveServer = server_factory(
+        FIXTURE_MODELS, max_concurrency="2", max_queue="1", body_timeout_s="2"
+    )
+    stalled = [open_slow_request(server.port) for _ in range(8)]
+    time.sleep(0.3)
+    started = time.perf_counter()
+    for _ in range(5):
+        assert httpx.post(f"{server.url}/denoise", json=GOOD, timeout=5).status_code == 200
+    assert time.perf_counter() - started < 2.0
+    for sock, _ in stalled:
+        status, body = read_response(sock)
+        assert status == 408
+        assert "did not arrive within" in orjson.loads(body)["detail"]
+        sock.close()
 
 
 def test_admission_gate_timeout_after_release_skipped_the_waiter_answers_overloaded() -> None:

@@ -107,7 +107,8 @@ def test_providers_demanding_cuda_fail_readiness(make_client: Any, fixture_model
     assert "tiny/1 failed" in r.json()["detail"]
     errors = [m["error"] for m in client.get("/models").json()["models"]]
     assert all(
-        "AE_PROVIDERS asks for ['CUDAExecutionProvider'] but the encoder session got only" in e for e in errors
+        "AE_PROVIDERS asks for ['CUDAExecutionProvider'] but the encoder session got only" in e
+        for e in errors
     )
 
 
