@@ -119,8 +119,10 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=256, ge=0)
     """Requests that may wait for a free slot; one more is answered 503 with Retry-After at once."""
 
-    queue_timeout_s: float = Field(default=5.0, gt=0)
-    """Longest wait for a free slot before a queued request is answered 503 with Retry-After."""
+    queue_timeout_s: float = Field(default=2.0, gt=0)
+    """Longest wait for a free slot before a queued request is answered 503 with Retry-After; newcomers are
+    refused at once while the oldest waiter has waited half of it (the queue is standing), so an accepted
+    request waits at most this long."""
 
     request_timeout_s: float | None = Field(default=30.0, gt=0)
     """Longest time one admitted request may take (reading its body included) before it is answered 504;

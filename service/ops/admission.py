@@ -2,11 +2,18 @@
 memory, and one timer for every admitted request's deadline.
 
 Per worker process, at most AE_MAX_CONCURRENCY requests are worked on at once, at most AE_MAX_QUEUE wait for
-a slot, each for at most AE_QUEUE_TIMEOUT_S; beyond that a request is answered 503 with Retry-After at once,
-so that overload sheds load instead of growing an unbounded queue or a storm of client timeouts. The body
-budget (`ByteBudget`) bounds the request bodies held in memory at once (AE_MAX_BUFFERED_BYTES), and
-`large_bodies` (a small gate of its own) how many big bodies are parsed at a time, since a parse holds the
-event loop (see docs/reliability.md for the memory ceiling these give).
+a slot, each for at most AE_QUEUE_TIMEOUT_S; beyond that a request is answered 503 with Retry-After, so that
+overload sheds load instead of growing an unbounded queue or a storm of client timeouts. Shedding is early
+and fair. Early: while the oldest waiter has already waited half of AE_QUEUE_TIMEOUT_S (a standing queue),
+newcomers are not queued behind it, which bounds what an accepted request waits. Fair: every client (a
+connection) has a recent-use score, the requests it was given a slot for, halving every second; when the
+queue is full or standing, a newcomer whose client has been served less recently than some waiter's takes
+that waiter's place (the waiter is answered 503), and is refused otherwise. A client sending a few
+requests a second therefore keeps being served while clients that send as fast as they are answered share
+what is left (max-min fairness between connections, approximately).
+The body budget (`ByteBudget`) bounds the request bodies held in memory at once (AE_MAX_BUFFERED_BYTES), and
+a small gate of its own, how many big bodies are parsed at a time, since a parse holds the event loop (see
+docs/reliability.md for the memory ceiling these give).
 """
 
 from __future__ import annotations
@@ -20,8 +27,22 @@ from service.errors import OverloadedError
 __all__ = ["AdmissionGate", "ByteBudget", "Deadline", "RequestDeadlines"]
 
 
+_CLIENTS_REMEMBERED = 8192
+"""Clients whose recent use is remembered (the least recently seen are forgotten first)."""
+_HALF_LIFE_S = 1.0
+
+
+class _Waiter:
+    __slots__ = ("client", "future", "since")
+
+    def __init__(self, future: asyncio.Future[None], since: float, client: object) -> None:
+        self.future = future
+        self.since = since
+        self.client = client
+
+
 class AdmissionGate:
-    """A FIFO semaphore with a bounded queue and a wait timeout; also tells when nothing is in flight."""
+    """A FIFO semaphore with a bounded, fairly shed queue and a wait timeout; knows when it is idle."""
 
     def __init__(
         self, max_concurrency: int, max_queue: int, queue_timeout_s: float, retry_after_s: int = 1
@@ -31,8 +52,10 @@ class AdmissionGate:
         self.queue_timeout_s = queue_timeout_s
         self.retry_after_s = retry_after_s
         self.active = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[_Waiter] = deque()
         self._idle: asyncio.Event | None = None
+        self._use: dict[object, tuple[float, float]] = {}
+        """Client -> (recent-use score, loop time it was last updated)."""
 
     @property
     def queued(self) -> int:
@@ -45,23 +68,73 @@ class AdmissionGate:
             return True
         return False
 
-    async def acquire(self, what: str = "request slot") -> None:
-        """Take a slot, waiting in line if needed; OverloadedError when the line is full or too slow."""
-        if self.try_acquire():
+    def _score(self, client: object, now: float) -> float:
+        entry = self._use.get(client) if client is not None else None
+        if entry is None:
+            return 0.0
+        score, at = entry
+        return score * 0.5 ** ((now - at) / _HALF_LIFE_S)
+
+    def _served(self, client: object) -> None:
+        if client is None:
             return
-        if len(self._waiters) >= self.max_queue:
-            raise OverloadedError(
-                f"server overloaded: {self.active} requests in progress and {len(self._waiters)} queued "
-                f"(AE_MAX_CONCURRENCY={self.max_concurrency}, AE_MAX_QUEUE={self.max_queue}); retry later",
-                self.retry_after_s,
+        now = asyncio.get_running_loop().time()
+        score = self._score(client, now) + 1.0
+        self._use.pop(client, None)
+        self._use[client] = (score, now)
+        if len(self._use) > _CLIENTS_REMEMBERED:
+            del self._use[next(iter(self._use))]
+
+    def _overloaded(self, message: str) -> OverloadedError:
+        return OverloadedError(f"server overloaded: {message}; retry later", self.retry_after_s)
+
+    def _make_room(self, client: object, now: float) -> None:
+        """Let a newcomer queue, in the place of a waiter served more recently if the queue is full or
+        standing; OverloadedError when it has to wait its turn elsewhere."""
+        standing = bool(self._waiters) and now - self._waiters[0].since > self.queue_timeout_s / 2
+        if not standing and len(self._waiters) < self.max_queue:
+            return
+        mine = self._score(client, now)
+        victim = max(
+            (w for w in self._waiters if not w.future.done()),
+            key=lambda w: self._score(w.client, now),
+            default=None,
+        )
+        if victim is not None and self._score(victim.client, now) > mine + 0.5:
+            self._waiters.remove(victim)
+            victim.future.set_exception(
+                self._overloaded("a client served less recently took this place in the queue")
             )
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            return
+        if standing:
+            waited = now - self._waiters[0].since
+            raise self._overloaded(
+                f"{len(self._waiters)} requests queued, the oldest for {waited:.2g} s "
+                f"(AE_QUEUE_TIMEOUT_S={self.queue_timeout_s:g})"
+            )
+        raise self._overloaded(
+            f"{self.active} requests in progress and {len(self._waiters)} queued "
+            f"(AE_MAX_CONCURRENCY={self.max_concurrency}, AE_MAX_QUEUE={self.max_queue})"
+        )
+
+    async def acquire(self, what: str = "request slot", client: object = None) -> None:
+        """Take a slot, waiting in line if needed; OverloadedError when the line is full or too slow.
+
+        `client` (any hashable, e.g. the connection's address) is what fairness counts by."""
+        if self.try_acquire():
+            self._served(client)
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._make_room(client, now)
+        waiter = _Waiter(loop.create_future(), now, client)
         self._waiters.append(waiter)
         try:
             async with asyncio.timeout(self.queue_timeout_s):
-                await waiter
+                await waiter.future
         except (TimeoutError, asyncio.CancelledError) as exc:
-            if waiter.done() and not waiter.cancelled():
+            future = waiter.future
+            if future.done() and not future.cancelled() and future.exception() is None:
                 # The slot was handed over just as the wait ended: pass it on rather than leak it.
                 self.release()
             elif waiter in self._waiters:
@@ -69,17 +142,16 @@ class AdmissionGate:
                 # passed the slot on past it), so then there is nothing to remove.
                 self._waiters.remove(waiter)
             if isinstance(exc, TimeoutError):
-                raise OverloadedError(
-                    f"server overloaded: no {what} became free within {self.queue_timeout_s:g} s "
-                    f"(AE_QUEUE_TIMEOUT_S); retry later",
-                    self.retry_after_s,
+                raise self._overloaded(
+                    f"no {what} became free within {self.queue_timeout_s:g} s (AE_QUEUE_TIMEOUT_S)"
                 ) from None
             raise
+        self._served(client)
 
     def release(self) -> None:
         """Give a slot back, handing it straight to the first waiter."""
         while self._waiters:
-            waiter = self._waiters.popleft()
+            waiter = self._waiters.popleft().future
             if not waiter.done():
                 waiter.set_result(None)  # the slot moves to the waiter: `active` is unchanged
                 return

@@ -40,7 +40,7 @@ _TRIM_DELAY_S = 1.0
 
 
 def _malloc_trim() -> Callable[[], object] | None:
-    """glibc's malloc_trim(0), which hands freed heap pages back to the system; None where there is no glibc."""
+    """glibc's malloc_trim(0), which hands freed heap pages back to the system (None without glibc)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         trim = libc.malloc_trim
@@ -170,7 +170,7 @@ class FrontMiddleware:
                     await self.large.acquire("large-body slot")
                     held.append(self.large)
             if not self.gate.try_acquire():
-                await self.gate.acquire()
+                await self.gate.acquire(client=scope.get("client"))
             held.append(self.gate)
         except ServiceError as exc:
             for gate in held:

@@ -3,9 +3,10 @@
 Request bodies held at once are bounded by AE_MAX_BUFFERED_BYTES (`ByteBudget`), and each exists up to three
 times while it is read (the server's buffer, the message handed over, the joined body). JSON bodies larger
 than a megabyte are parsed at most `LARGE_BODY_SLOTS` at a time, each into at most AE_MAX_JSON_VALUES
-Python numbers or lists (about 40 bytes apiece with their list slots, counted as 64). Arrays and answers of admitted
-requests are small beside these (a 1024 x 784 float32 batch is 3 MiB). `memory_ceiling_mib` adds these up,
-with room for the allocator's own slack; docs/reliability.md shows the measurement it is checked against.
+Python numbers or lists (about 40 bytes apiece with their list slots, counted as 64). Arrays and answers of
+admitted requests are small beside these (a 1024 x 784 float32 batch is 3 MiB). `memory_ceiling_mib` adds
+these up, with room for the allocator's own slack; docs/reliability.md shows the measurement it is checked
+against.
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ class ReloadOutcome:
     report: ReloadReport
     keys_error: str | None
     """Why the API keys now refuse every request (a configured source with no usable key), or None."""
+    reload_id: int
+    """Which rescan this is (they are counted from 1); callers that shared one see the same."""
 
 
 class Reloader:
@@ -56,11 +58,12 @@ class Reloader:
 
     def reload_now(self) -> ReloadOutcome:
         """Blocking: re-read the keys file, rescan the repository, swap the new snapshot in."""
+        self.runs += 1
         keys_error = self.keys.reload()
         report = self.registry.reload()
         self.metrics.models_loaded.set(len(report.snapshot.all_models()))
         self.metrics.models_failed.set(len(report.snapshot.failures))
-        return ReloadOutcome(report, keys_error)
+        return ReloadOutcome(report, keys_error, self.runs)
 
     async def reload(self) -> ReloadOutcome:
         """A reload that starts after this call, shared with every other caller waiting for one."""
@@ -82,7 +85,6 @@ class Reloader:
             if self._next is future:
                 self._next = None  # callers from now on wait for the run after this one
             self._last_start = time.monotonic()
-            self.runs += 1
             try:
                 future.set_result(await run_in_threadpool(self.reload_now))
             except Exception as exc:  # a reload must never take the worker down; its callers get the error

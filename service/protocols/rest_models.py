@@ -197,6 +197,10 @@ class ReloadResponse(BaseModel):
     workers_signalled: bool = Field(
         description="Whether the other server workers were told to reload too (several workers only)."
     )
+    reload_id: int = Field(
+        description="Which rescan answered (counted from 1 per worker); requests that arrived while one was "
+        "pending shared it, so a flood of reloads costs one rescan per AE_RELOAD_MIN_INTERVAL_S."
+    )
 
 
 def _failures(failures: list[LoadFailure]) -> list[ReloadFailure]:
@@ -230,4 +234,5 @@ async def reload_models(request: Request) -> ReloadResponse:
         repository_error=report.fault,
         api_keys_error=outcome.keys_error,
         workers_signalled=signal_supervisor(),
+        reload_id=outcome.reload_id,
     )

@@ -109,7 +109,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             if not admit:
                 return await work()
             if not self.gate.try_acquire():
-                await self.gate.acquire()
+                await self.gate.acquire(client=context.peer())
             try:
                 return await self._with_deadline(context, work)
             finally:

@@ -108,6 +108,11 @@ def test_overload_sheds_fast_with_retry_after_and_times_out(
     release.set()
     ok = client.post("/denoise", json=GOOD)
     assert ok.status_code == 200
+    # Shed requests are counted under the route they were for, not as unmatched.
+    metrics = client.get("/metrics").text
+    assert 'ae_requests_total{endpoint="/denoise",model="",status="503"}' in metrics
+    assert 'ae_requests_total{endpoint="/v2/models/{name}/infer",model="",status="503"}' in metrics
+    assert 'endpoint="unmatched"' not in metrics
 
 
 def test_overload_a_stalled_body_holds_no_slot(server_factory: Any) -> None:
@@ -177,5 +182,51 @@ def test_admission_gate_slot_handed_to_a_cancelled_waiter_moves_on() -> None:
         assert gate.active == 1 and gate.queued == 0
         gate.release()
         assert gate.active == 0
+
+    asyncio.run(scenario())
+
+
+def test_admission_a_client_served_less_recently_takes_a_greedy_waiters_place() -> None:
+    async def scenario() -> None:
+        gate = AdmissionGate(max_concurrency=1, max_queue=1, queue_timeout_s=5)
+        for _ in range(5):  # the greedy client has been served five times just now
+            await gate.acquire(client="greedy")
+            gate.release()
+        await gate.acquire(client="greedy")  # holds the one slot
+        greedy = asyncio.create_task(gate.acquire(client="greedy"))
+        await asyncio.sleep(0)
+        assert gate.queued == 1
+        polite = asyncio.create_task(gate.acquire(client="polite"))
+        await asyncio.sleep(0)
+        with pytest.raises(OverloadedError, match="served less recently took this place"):
+            await greedy
+        gate.release()
+        await polite
+        assert gate.active == 1 and gate.queued == 0
+        # The greedy client, served most, is refused at once when the queue is full again.
+        waiting = asyncio.create_task(gate.acquire(client="polite"))
+        await asyncio.sleep(0)
+        with pytest.raises(OverloadedError, match="AE_MAX_QUEUE=1"):
+            await gate.acquire(client="greedy")
+        gate.release()
+        await waiting
+        gate.release()
+
+    asyncio.run(scenario())
+
+
+def test_admission_standing_queue_refuses_newcomers_at_once() -> None:
+    async def scenario() -> None:
+        gate = AdmissionGate(max_concurrency=1, max_queue=100, queue_timeout_s=0.2)
+        await gate.acquire(client="a")
+        waiting = asyncio.create_task(gate.acquire(client="b"))
+        await asyncio.sleep(0.15)  # the oldest waiter has waited over half the queue timeout
+        started = time.perf_counter()
+        with pytest.raises(OverloadedError, match="the oldest for"):
+            await gate.acquire(client="c")
+        assert time.perf_counter() - started < 0.05
+        gate.release()
+        await waiting
+        gate.release()
 
     asyncio.run(scenario())

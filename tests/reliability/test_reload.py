@@ -158,3 +158,18 @@ def test_reload_sighup_single_worker(server_factory: Any, repo: Path) -> None:
         assert time.monotonic() < deadline, "SIGHUP did not reload"
         time.sleep(0.1)
     assert server.process.poll() is None
+
+
+def test_reload_requests_in_a_flood_share_few_rescans(make_client: Any, repo: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = make_client(repo, admin_open=True, reload_min_interval_s=0.5)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: client.post("/admin/reload"), range(40)))
+    elapsed = time.perf_counter() - started
+    assert all(a.status_code == 200 for a in answers)
+    runs = {a.json()["reload_id"] for a in answers}
+    # At most one rescan per interval (plus the first, which starts at once); every answer came from one.
+    assert len(runs) <= elapsed / 0.5 + 2, (len(runs), elapsed)
+    assert len(runs) < 10
