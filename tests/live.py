@@ -85,6 +85,7 @@ class LiveServer:
         start_timeout: float = 60.0,
         stop_timeout: float = 10.0,
         nofile: int | None = None,
+        grpc: bool = False,
     ) -> None:
         self.models_dir = models
         self.workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
@@ -92,6 +93,8 @@ class LiveServer:
             log_level = "info"  # each worker's "Application startup complete." is how start() counts them
         self.port = free_port()
         self.url = f"http://{self.host}:{self.port}"
+        self.grpc_port = free_port() if grpc else 0
+        """The gRPC port (0: gRPC off, the default here, so that test servers never share one)."""
         self.command = [
             sys.executable,
             "-m",
@@ -104,6 +107,8 @@ class LiveServer:
             str(models),
             "--log-level",
             log_level,
+            "--grpc-port",
+            str(self.grpc_port),
             *args,
         ]
         self.env = dict(os.environ)

@@ -73,7 +73,8 @@ class AdmissionGate:
         if entry is None:
             return 0.0
         score, at = entry
-        return score * 0.5 ** ((now - at) / _HALF_LIFE_S)
+        decayed: float = score * 0.5 ** ((now - at) / _HALF_LIFE_S)
+        return decayed
 
     def _served(self, client: object) -> None:
         if client is None:

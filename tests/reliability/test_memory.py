@@ -57,7 +57,8 @@ def test_memory_worst_case_bodies_stay_under_the_ceiling_and_probes_answer() -> 
         settings = Settings(max_buffered_bytes=BUFFERED, max_body_bytes=MAX_BODY)
         ceiling = start + memory_ceiling_mib(settings)
         # The probe runs in its own process, so that this one's client threads cannot slow it.
-        script = f"for i in $(seq 400); do curl -s -o /dev/null -w '%{{time_total}} %{{http_code}}\\n' {server.url}/healthz; sleep 0.02; done"
+        curl = f"curl -s -o /dev/null -w '%{{time_total}} %{{http_code}}\\n' {server.url}/healthz"
+        script = f"for i in $(seq 400); do {curl}; sleep 0.02; done"
         probe = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, text=True)
         statuses: list[int] = []
 
