@@ -31,7 +31,7 @@ from uvicorn.supervisors import Multiprocess
 from service.app import write_openapi
 from service.ops.auth import ApiKeys
 from service.ops.reload import SUPERVISOR_PID_ENV
-from service.settings import Settings
+from service.settings import Settings, settings_reference
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> None:
         "--write-openapi", type=Path, metavar="PATH", help="write the OpenAPI schema and exit"
     )
     parser.add_argument(
+        "--write-settings-doc", type=Path, metavar="PATH", help="write the settings reference and exit"
+    )
+    parser.add_argument(
         "--timeout-graceful-shutdown",
         type=int,
         metavar="SECONDS",
@@ -82,6 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.write_openapi:
         write_openapi(args.write_openapi)
+        return
+    if args.write_settings_doc:
+        args.write_settings_doc.write_text(settings_reference())
         return
     # Workers are separate processes that build their own app: hand them the options through the environment.
     if args.models is not None:

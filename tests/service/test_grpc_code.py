@@ -1,4 +1,4 @@
-"""The committed gRPC modules are what grpc_tools makes of the committed proto (regenerate as its header says)."""
+"""The committed gRPC modules are what grpc_tools makes of the committed proto (its header says how)."""
 
 from __future__ import annotations
 
