@@ -210,9 +210,9 @@ def settings_reference() -> str:
     lines = [
         "# Settings",
         "",
-        "Every setting is an environment variable (read when the app is created). This page is generated from "
-        "`service/settings.py` (`python -m service --write-settings-doc docs/settings.md`); a test keeps it "
-        "current.",
+        "Every setting is an environment variable (read when the app is created). This page is generated "
+        "from `service/settings.py` (`python -m service --write-settings-doc docs/settings.md`); a test "
+        "keeps it current.",
         "",
         "| variable | default | what it does |",
         "|---|---|---|",
