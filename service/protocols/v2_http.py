@@ -497,6 +497,20 @@ def _add(
     )
 
 
+# The inference routes first: routes are matched in order, and each one tried costs every request.
+for _prefix, _versioned in [("/models/{name}", False), ("/models/{name}/versions/{version}", True)]:
+    _add(
+        _prefix + "/infer",
+        "v2_model_version_infer" if _versioned else "v2_infer",
+        "Run this model version on its input tensor(s)." if _versioned else "Run the model's latest version.",
+        _infer,
+        V2InferenceResponse,
+        method="POST",
+        responses=_INFER_ERRORS,
+        body=V2InferenceRequest,
+        name=NamePath,
+        **({"version": VersionPath} if _versioned else {}),
+    )
 _add(
     "",
     "v2_server_metadata",
@@ -557,16 +571,5 @@ for _prefix, _suffix, _versioned in [
         _stats,
         V2StatisticsResponse,
         responses=_ERRORS,
-        **_params,
-    )
-    _add(
-        _prefix + "/infer",
-        "v2_infer" if not _versioned else "v2_model_version_infer",
-        f"Run {_which.lower().replace(chr(39) + 's', '')} on its input tensor(s).",
-        _infer,
-        V2InferenceResponse,
-        method="POST",
-        responses=_INFER_ERRORS,
-        body=V2InferenceRequest,
         **_params,
     )
