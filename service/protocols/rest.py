@@ -37,14 +37,11 @@ from service.protocols.http_codec import (
     answer_format,
     body_format,
     decode_tensor,
-    dump_json,
     encode_tensor,
-    json_tensor,
-    numbers_only,
-    parse_json_object,
     query_fields,
     read_body,
 )
+from service.protocols.json_codec import dump_json, json_tensor, numbers_only, parse_json_object
 from service.protocols.routing import DocumentedRoute, doc_stub
 from service.state import STATE_KEY, AppState
 
