@@ -6,7 +6,7 @@ from pathlib import Path
 
 from service.settings import Settings, settings_reference
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "settings.md"
 
 
 def test_settings_reference_is_current() -> None:
