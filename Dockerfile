@@ -3,7 +3,7 @@
 #
 #   docker build -t autoencoder-serving .                     # CPU (default)
 #   docker build --build-arg DEVICE=gpu -t autoencoder-serving:gpu .
-#   docker run -p 8000:8000 --stop-timeout 25 autoencoder-serving    # longer than the 20 s drain
+#   docker run -p 8000:8000 -p 8081:8081 --stop-timeout 25 autoencoder-serving    # longer than the 20 s drain
 #   docker run -p 8000:8000 -v "$PWD/my-models:/srv/models:ro" autoencoder-serving
 #
 # DEVICE=gpu installs onnxruntime-gpu with the CUDA and cuDNN libraries from PyPI (run with
@@ -48,13 +48,15 @@ ENV PATH=/opt/venv/bin:$PATH \
     AE_MODELS_DIR=/srv/models
 USER app
 WORKDIR /srv
+# HTTP (REST and the Open Inference Protocol) and gRPC (the Open Inference Protocol).
 EXPOSE 8000
+EXPOSE 8081
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "/usr/local/lib/ae-healthcheck.py"]
 STOPSIGNAL SIGTERM
 # Exec form: the server is PID 1 and gets SIGTERM itself; it stops accepting, drains in-flight requests
 # for up to the graceful timeout, then exits (keep `docker stop -t` and the pod's grace period above it).
-CMD ["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "20"]
+CMD ["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000", "--grpc-port", "8081", "--timeout-graceful-shutdown", "20"]
 
 FROM runtime AS runtime-cpu
 

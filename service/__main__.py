@@ -31,7 +31,7 @@ from uvicorn.supervisors import Multiprocess
 from service.app import write_openapi
 from service.ops.auth import ApiKeys
 from service.ops.reload import SUPERVISOR_PID_ENV
-from service.settings import Settings
+from service.settings import Settings, settings_reference
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -53,7 +53,7 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     sys.exit(0)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m service", description="Serve the autoencoder models.")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
@@ -73,17 +73,22 @@ def main(argv: list[str] | None = None) -> None:
         "--write-openapi", type=Path, metavar="PATH", help="write the OpenAPI schema and exit"
     )
     parser.add_argument(
+        "--write-settings-doc", type=Path, metavar="PATH", help="write the settings reference and exit"
+    )
+    parser.add_argument(
         "--timeout-graceful-shutdown",
         type=int,
         metavar="SECONDS",
         help="on SIGTERM, wait this long for in-flight requests before cancelling them (uvicorn's "
         "graceful-shutdown timeout; default AE_DRAIN_TIMEOUT_S in whole seconds, 30)",
     )
-    args = parser.parse_args(argv)
-    if args.write_openapi:
-        write_openapi(args.write_openapi)
-        return
-    # Workers are separate processes that build their own app: hand them the options through the environment.
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The settings for these options; a configuration error is one line on stderr and exit status 2.
+
+    Workers are separate processes that build their own app: they get the options through the environment."""
     if args.models is not None:
         os.environ["AE_MODELS_DIR"] = str(args.models.resolve())
     if args.workers is not None:
@@ -99,13 +104,14 @@ def main(argv: list[str] | None = None) -> None:
         first = str(exc).splitlines()
         print(f"error: {' '.join(line.strip() for line in first[:3])}", file=sys.stderr)
         sys.exit(2)
+    return settings
+
+
+def _config(args: argparse.Namespace, settings: Settings) -> uvicorn.Config:
     drain = args.timeout_graceful_shutdown
     if drain is None:
         drain = max(1, round(settings.drain_timeout_s))
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    # Until a worker's lifespan takes SIGHUP over, a reload request must not kill the process.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    config = uvicorn.Config(
+    return uvicorn.Config(
         "service.app:create_app",
         factory=True,
         host=args.host,
@@ -118,11 +124,11 @@ def main(argv: list[str] | None = None) -> None:
         http="service.ops.connections:GuardedHttpToolsProtocol",
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )
-    if settings.workers == 1:
-        uvicorn.Server(config).run()
-        return
+
+
+def _supervise(config: uvicorn.Config) -> None:
+    """Several workers under the supervisor, their metrics summed through a shared directory."""
     os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())
-    # Each worker counts its own requests; a shared directory lets /metrics on any worker add them all up.
     metrics_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="ae-metrics-")
@@ -132,6 +138,25 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.write_openapi:
+        write_openapi(args.write_openapi)
+        return
+    if args.write_settings_doc:
+        args.write_settings_doc.write_text(settings_reference())
+        return
+    settings = _settings(args)
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    # Until a worker's lifespan takes SIGHUP over, a reload request must not kill the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    config = _config(args, settings)
+    if settings.workers == 1:
+        uvicorn.Server(config).run()
+    else:
+        _supervise(config)
 
 
 if __name__ == "__main__":

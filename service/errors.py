@@ -13,7 +13,6 @@ ServiceError (500)
 ├── UnsupportedMediaTypeError (415)    Content-Type or Content-Encoding the route does not take
 ├── InvalidInputError (422)            wrong shape, ragged rows, empty batch, NaN, non-numbers, bad fields
 │   └── NotGenerativeError (422)       /sample on a model that cannot generate
-├── TooManyRequestsError (429)         reloads asked for faster than AE_RELOAD_MIN_INTERVAL_S
 ├── HeadersTooLargeError (431)         headers over AE_MAX_HEADER_BYTES or AE_MAX_HEADERS
 ├── UnavailableError (503)
 │   ├── ModelUnavailableError          the model exists but failed to load
@@ -59,7 +58,6 @@ __all__ = [
     "PayloadTooLargeError",
     "RequestTimeoutError",
     "ServiceError",
-    "TooManyRequestsError",
     "UnauthorizedError",
     "UnavailableError",
     "UnsupportedMediaTypeError",
@@ -145,10 +143,6 @@ class InvalidInputError(ServiceError):
 
 class NotGenerativeError(InvalidInputError):
     pass
-
-
-class TooManyRequestsError(ServiceError):
-    status_code = 429
 
 
 class HeadersTooLargeError(ServiceError):

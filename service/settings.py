@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["DEFAULT_MODELS_DIR", "PROVIDER_ALIASES", "Settings"]
+__all__ = ["DEFAULT_MODELS_DIR", "PROVIDER_ALIASES", "Settings", "settings_reference"]
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -186,3 +186,38 @@ class Settings(BaseSettings):
     def keys_configured(self) -> bool:
         """Whether any API key source is set (then requests need a key, and no usable key means refusal)."""
         return self.api_keys is not None or self.api_keys_file is not None
+
+
+def _default(name: str) -> str:
+    field = Settings.model_fields[name]
+    if field.default_factory is not None:
+        value: object = field.default_factory()  # type: ignore[call-arg]
+    else:
+        value = field.default
+    if name == "models_dir":
+        return "the repository's `models/`"
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "empty"
+    return f"`{value}`"
+
+
+def settings_reference() -> str:
+    """docs/settings.md: every setting, its environment variable, default and description."""
+    lines = [
+        "# Settings",
+        "",
+        "Every setting is an environment variable (read when the app is created). This page is generated "
+        "from `service/settings.py` (`python -m service --write-settings-doc docs/settings.md`); a test "
+        "keeps it current.",
+        "",
+        "| variable | default | what it does |",
+        "|---|---|---|",
+    ]
+    for name, field in Settings.model_fields.items():
+        text = " ".join((field.description or "").split()).replace("|", "\\|")
+        lines.append(f"| `AE_{name.upper()}` | {_default(name)} | {text} |")
+    return "\n".join(lines) + "\n"

@@ -86,6 +86,7 @@ class LiveServer:
         stop_timeout: float = 10.0,
         nofile: int | None = None,
         grpc: bool = False,
+        cwd: Path = ROOT,
     ) -> None:
         self.models_dir = models
         self.workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
@@ -117,6 +118,8 @@ class LiveServer:
                 self.env.pop(name, None)
             else:
                 self.env[name] = value
+        self.cwd = cwd
+        """Where `python -m service` runs (its `service` package is that tree's)."""
         self.nofile = nofile
         """The server's open-files limit (`ulimit -n`), when set."""
         self.ready_path = ready_path
@@ -139,7 +142,7 @@ class LiveServer:
         # Its own session, so that a final SIGKILL reaches the worker processes too.
         self._process = subprocess.Popen(
             self.command,
-            cwd=ROOT,
+            cwd=self.cwd,
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -27,7 +27,8 @@ from service.errors import BadRequestError, InvalidInputError, PayloadTooLargeEr
 __all__ = ["MAX_FILES", "MAX_PIXELS", "answer_pngs", "from_png", "multipart_files", "to_png"]
 
 MAX_PIXELS = 4096 * 4096
-"""Largest image (width x height) decoded; a bigger header is refused before any pixel is read."""
+"""Most pixels decoded for one request, all its images together (an image that does not fit is refused by its
+header, before any pixel is read)."""
 MAX_FILES = 256
 """Most files in one multipart body."""
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -44,7 +45,23 @@ def _image(model: OnnxModel) -> Any:
     return spec
 
 
-def _decode(data: bytes, index: int, model: OnnxModel, resize: bool) -> np.ndarray[Any, Any]:
+class _PixelBudget:
+    """The pixels one request may have decoded, over all its files."""
+
+    def __init__(self) -> None:
+        self.left = MAX_PIXELS
+
+    def spend(self, pixels: int, where: str) -> None:
+        self.left -= pixels
+        if self.left < 0:
+            raise PayloadTooLargeError(
+                f"{where} brings the request's images over the limit of {MAX_PIXELS} pixels in all"
+            )
+
+
+def _decode(
+    data: bytes, index: int, model: OnnxModel, resize: bool, budget: _PixelBudget
+) -> np.ndarray[Any, Any]:
     """One PNG -> (channels, height, width) float32 raw values."""
     spec = _image(model)
     where = f"image {index}"
@@ -65,6 +82,13 @@ def _decode(data: bytes, index: int, model: OnnxModel, resize: bool) -> np.ndarr
                     f"{where} has mode {mode!r} (e.g. 16 bits per channel); expected an 8-bit grey, RGB or "
                     "RGBA PNG"
                 )
+            # Decided on the header alone, before any pixel is decoded.
+            if (width, height) != (spec.width, spec.height) and not resize:
+                raise InvalidInputError(
+                    f"{where} is {width}x{height} pixels; model {model.metadata.name} takes {spec.width}x"
+                    f"{spec.height} (send resize=true to have it resized)"
+                )
+            budget.spend(width * height, where)
             image.load()
     except (PayloadTooLargeError, InvalidInputError):
         raise
@@ -73,11 +97,6 @@ def _decode(data: bytes, index: int, model: OnnxModel, resize: bool) -> np.ndarr
     except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError... for a broken file
         raise BadRequestError(f"{where} is not a readable PNG file ({exc})") from None
     if (width, height) != (spec.width, spec.height):
-        if not resize:
-            raise InvalidInputError(
-                f"{where} is {width}x{height} pixels; model {model.metadata.name} takes {spec.width}x"
-                f"{spec.height} (send resize=true to have it resized)"
-            )
         converted = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
     else:
         converted = image
@@ -95,7 +114,10 @@ def from_png(model: OnnxModel, files: list[bytes], resize: bool, max_rows: int) 
     """PNG files -> Samples of the model's images (the request's layout: one image each)."""
     spec = _image(model)
     check_rows(len(files), "images", max_rows)
-    batch = np.stack([_decode(data, i, model, resize) for i, data in enumerate(files)])  # (n, C, H, W)
+    budget = _PixelBudget()
+    batch = np.stack(
+        [_decode(data, i, model, resize, budget) for i, data in enumerate(files)]
+    )  # (n, C, H, W)
     samples = from_array(model, batch, "images", max_rows)
     shape = (spec.height, spec.width) if spec.channels == 1 else (spec.channels, spec.height, spec.width)
     return Samples(samples.x, shape)

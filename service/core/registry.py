@@ -1,13 +1,5 @@
-"""ModelRegistry: finds model versions in the repository, loads each, looks them up, hot-reloads them.
-
-Layouts (all read the same way, so a KServe storage initializer's `/mnt/models` works whatever it holds):
-- a repository: `<root>/<name>/<version>/metadata.json` (Triton's layout);
-- one model: `<root>/<version>/metadata.json`, named by its metadata;
-- one version: `<root>/metadata.json`, named and numbered by its metadata.
-
-Versions are canonical positive integers in ASCII (`1`, `12`; not `01`, `1.0`, or digits of other
-scripts): any other folder holding a metadata.json, or a version folder without one, is reported as a failed
-version and everything else serves. Files and hidden folders at the top are ignored.
+"""ModelRegistry: loads the model versions the repository holds (`service.core.repository`), looks them up,
+hot-reloads them.
 
 The loaded models live in an immutable `RegistrySnapshot`; loading builds a complete new snapshot and swaps
 it in with one assignment, so a request sees one consistent set of models. `reload()` rescans: versions whose
@@ -23,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,11 +22,12 @@ from pathlib import Path
 from types import MappingProxyType
 
 from service.contract import METADATA_FILE, ModelMetadata
+from service.core.repository import Candidate, parse_version, read_metadata_quietly, relative
+from service.core.repository import scan as scan_repository
 from service.core.runtime import ModelLoadError, OnnxModel
 from service.errors import ModelNotFoundError, ModelUnavailableError
 
 __all__ = [
-    "VERSION_PATTERN",
     "LoadFailure",
     "ModelRegistry",
     "RegistrySnapshot",
@@ -44,14 +36,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-VERSION_PATTERN = re.compile(r"[1-9][0-9]{0,9}")
-"""A version as written in paths and URLs: ASCII digits, no leading zero."""
-
-
-def parse_version(text: str) -> int | None:
-    """The version `text` names, or None when it is not a canonical positive ASCII integer."""
-    return int(text) if VERSION_PATTERN.fullmatch(text) else None
 
 
 @dataclass(frozen=True)
@@ -153,25 +137,6 @@ class ReloadReport:
         return bool(self.added or self.updated or self.removed)
 
 
-@dataclass(frozen=True)
-class _Candidate:
-    """A folder that holds, or should hold, one model version."""
-
-    name: str
-    version: int | None
-    directory: Path
-    problem: str | None = None
-    """Why it cannot be loaded before even trying (a bad folder name, an unreadable folder)."""
-
-
-@dataclass
-class _Scan:
-    candidates: list[_Candidate] = field(default_factory=list)
-    unreadable_models: set[str] = field(default_factory=set)
-    """Model folders whose listing failed: their loaded versions stay."""
-    fault: str | None = None
-
-
 class ModelRegistry:
     """Loads the model repository into snapshots and answers lookups from the current one."""
 
@@ -220,7 +185,7 @@ class ModelRegistry:
         With `previous`, versions whose files are unchanged reuse its loaded models, and a version whose new
         files fail to load (or cannot be read) keeps its previous model (listed in `stale`).
         """
-        scan = self._scan()
+        scan = scan_repository(self.models_dir)
         if previous is not None and previous.models and scan.fault is None and not scan.candidates:
             scan.fault = "the model repository is empty"
         if scan.fault is not None:
@@ -247,7 +212,7 @@ class ModelRegistry:
 
     def _place(
         self,
-        candidate: _Candidate,
+        candidate: Candidate,
         previous: RegistrySnapshot | None,
         models: dict[str, dict[int, OnnxModel]],
         fingerprints: dict[tuple[str, int], str],
@@ -299,7 +264,7 @@ class ModelRegistry:
             "loaded model %s version %s on %s", name, model.metadata.version, model.providers["model"]
         )
 
-    def load_version(self, candidate: _Candidate) -> OnnxModel:
+    def load_version(self, candidate: Candidate) -> OnnxModel:
         """Load and warm one version folder, checking it agrees with where it was found."""
         directory = candidate.directory
         model = OnnxModel.load(
@@ -319,86 +284,12 @@ class ModelRegistry:
             model.warm_up()
         return model
 
-    # --- scanning ------------------------------------------------------------------------------------------
-
-    def _scan(self) -> _Scan:
-        scan = _Scan()
-        root = self.models_dir
-        try:
-            entries = _list_dirs(root)
-            if (root / METADATA_FILE).is_file():
-                meta = _read_metadata_quietly(root)
-                if meta is None:
-                    scan.candidates.append(_Candidate(root.name, None, root, f"invalid {METADATA_FILE}"))
-                else:
-                    scan.candidates.append(_Candidate(meta.name, meta.version, root))
-                return scan
-        except OSError as exc:
-            scan.fault = f"cannot read the model repository: {exc.strerror or exc}"
-            return scan
-        if entries and all(parse_version(e.name) is not None for e in entries):
-            meta = next((m for e in entries if (m := _read_metadata_quietly(e)) is not None), None)
-            if meta is not None:  # one model's version folders, straight under the root
-                scan.candidates += self._versions(meta.name, root, scan)
-                return scan
-        for model_dir in entries:
-            scan.candidates += self._versions(model_dir.name, model_dir, scan)
-        return scan
-
-    def _versions(self, name: str, model_dir: Path, scan: _Scan) -> list[_Candidate]:
-        try:
-            entries = _list_dirs(model_dir, include_files=True)
-        except OSError as exc:
-            logger.error("cannot read model folder %s: %s", self._relative(model_dir), exc.strerror or exc)
-            scan.unreadable_models.add(name)
-            return []
-        found = []
-        for entry in entries:
-            version = parse_version(entry.name)
-            is_dir = entry.is_dir()
-            if version is not None and not is_dir:
-                where = self._relative(entry)
-                found.append(
-                    _Candidate(name, version, entry, f"{where} is a file, expected a version folder")
-                )
-            elif version is None and is_dir and (entry / METADATA_FILE).is_file():
-                found.append(
-                    _Candidate(
-                        name,
-                        None,
-                        entry,
-                        f"version folder {entry.name!r} is not a version number (expected ASCII digits "
-                        "without a leading zero, e.g. 1 or 12)",
-                    )
-                )
-            elif version is not None:
-                found.append(_Candidate(name, version, entry))
-        return found
-
     def _relative(self, path: Path) -> str:
-        try:
-            return str(path.relative_to(self.models_dir)) or "."
-        except ValueError:
-            return path.name
+        return relative(self.models_dir, path)
 
     def _relative_message(self, message: str) -> str:
         """A load error with the repository root cut from the paths it names."""
         return message.replace(f"{self.models_dir}{os.sep}", "").replace(str(self.models_dir), ".")
-
-
-def _list_dirs(directory: Path, include_files: bool = False) -> list[Path]:
-    """The entries of `directory` (sorted, hidden ones skipped), folders only unless `include_files`."""
-    found = []
-    for entry in os.scandir(directory):
-        if entry.name.startswith("."):
-            continue
-        try:
-            is_dir = entry.is_dir()
-        except OSError:
-            is_dir = True
-        if is_dir or include_files:
-            found.append(Path(entry.path))
-    return sorted(found)
 
 
 def _report(previous: RegistrySnapshot, snapshot: RegistrySnapshot, models_dir: Path) -> ReloadReport:
@@ -454,14 +345,7 @@ def _fingerprint(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_metadata_quietly(directory: Path) -> ModelMetadata | None:
-    try:
-        return ModelMetadata.read(directory)
-    except Exception:  # pydantic ValidationError, OSError, JSON errors: reported by the load itself
-        return None
-
-
-def _try_metadata(candidate: _Candidate) -> ModelMetadata | None:
+def _try_metadata(candidate: Candidate) -> ModelMetadata | None:
     if not candidate.directory.is_dir():
         return None
-    return _read_metadata_quietly(candidate.directory)
+    return read_metadata_quietly(candidate.directory)

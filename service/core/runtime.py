@@ -234,6 +234,11 @@ class OnnxModel:
         return Scored(out[0], out[1] if per_feature else None)
 
     @property
+    def encoder_outputs(self) -> list[str]:
+        """The encoder graph's outputs: latent [, log_var]."""
+        return list(self._encoder_out)
+
+    @property
     def model_outputs(self) -> list[str]:
         """The fused graph's outputs, in graph order."""
         return list(self._model_outputs)

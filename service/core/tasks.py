@@ -289,6 +289,15 @@ def _outputs_plan(model: OnnxModel, options: OutputsOptions) -> RunPlan:
     unknown = [n for n in names if n not in available]
     if unknown:
         raise InvalidInputError(f"unknown outputs {unknown}; expected some of {available}")
+    if set(names) <= set(model.encoder_outputs):
+        # Codes alone need only the encoder graph, about half the fused graph's work.
+
+        def encode(m: OnnxModel, x: Float32Array) -> Rows:
+            encoded = m.encode(x)
+            by_name = {"latent": encoded.latent, "log_var": encoded.log_var}
+            return tuple(by_name[n] for n in names)
+
+        return RunPlan(encode, "encoder:" + ",".join(names))
 
     def run(m: OnnxModel, x: Float32Array) -> Rows:
         out = m.run_model(x, names)

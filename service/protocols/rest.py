@@ -37,14 +37,11 @@ from service.protocols.http_codec import (
     answer_format,
     body_format,
     decode_tensor,
-    dump_json,
     encode_tensor,
-    json_tensor,
-    numbers_only,
-    parse_json_object,
     query_fields,
     read_body,
 )
+from service.protocols.json_codec import dump_json, json_tensor, numbers_only, parse_json_object
 from service.protocols.routing import DocumentedRoute, doc_stub
 from service.state import STATE_KEY, AppState
 
@@ -159,6 +156,7 @@ def _samples(
     request: Request,
     json_parts: tuple[Any, Any, bool] | None,
     max_rows: int,
+    resize: bool,
 ) -> Samples:
     """The request's input as the core's Samples, by its body format."""
     field = route.field or "inputs"
@@ -178,7 +176,6 @@ def _samples(
             raise InvalidInputError("the CSV body is not UTF-8 text") from None
         return from_csv(model, text, max_rows)
     files = [body] if fmt == "png" else images.multipart_files(body, request.headers.get("content-type", ""))
-    resize = request.query_params.get("resize", "false").lower() in ("1", "true", "yes")
     return images.from_png(model, files, resize, max_rows)
 
 
@@ -190,6 +187,7 @@ async def _parse(request: Request, route: RestRoute, task: Task[Any]) -> tuple[C
     answer = answer_format(headers.get("accept"), route.answers)
     body = await read_body(request, settings.max_body_bytes)
     json_parts = None
+    resize = False
     if fmt == "json":
         obj = parse_json_object(body, settings.max_json_values)
         tensor = obj.pop(route.field, None) if route.field else None
@@ -198,13 +196,16 @@ async def _parse(request: Request, route: RestRoute, task: Task[Any]) -> tuple[C
         rest = {**obj, route.field: 0} if route.field else obj
         json_parts = (tensor, records, route.field is not None and numbers_only(body, rest))
     else:
-        params = _validate(route.params, query_fields(request.scope), strict=False)
+        fields = query_fields(request.scope)
+        if fmt in ("png", "multipart"):
+            resize = fields.pop("resize", "false").lower() in ("1", "true", "yes")
+        params = _validate(route.params, fields, strict=False)
     model = state.registry.get(params.model, params.version)
     request.scope[MODEL_SCOPE_KEY] = model.metadata.name
     if task.takes == "nothing":
         check_rows(params.n, "n", settings.max_batch_rows)
         return Call(task, model, params), answer
-    samples = _samples(route, task, model, fmt, body, request, json_parts, settings.max_batch_rows)
+    samples = _samples(route, task, model, fmt, body, request, json_parts, settings.max_batch_rows, resize)
     return Call(task, model, params, samples), answer
 
 

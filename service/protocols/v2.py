@@ -13,6 +13,7 @@ Also here: model metadata, the model configuration Triton clients read (`config`
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -107,8 +108,20 @@ def _input_shape(model: OnnxModel) -> list[int]:
     return [-1, *model.sample_shape]
 
 
+_OUTPUT_SHAPES: weakref.WeakKeyDictionary[OnnxModel, dict[str, tuple[str, list[int]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def output_shapes(model: OnnxModel) -> dict[str, tuple[str, list[int]]]:
-    """Every output: (datatype, shape) with -1 for a variable dimension."""
+    """Every output: (datatype, shape) with -1 for a variable dimension (worked out once per model)."""
+    shapes = _OUTPUT_SHAPES.get(model)
+    if shapes is None:
+        shapes = _OUTPUT_SHAPES[model] = _output_shapes(model)
+    return shapes
+
+
+def _output_shapes(model: OnnxModel) -> dict[str, tuple[str, list[int]]]:
     sample = list(model.sample_shape)
     per_name = {
         "latent": [-1, model.latent_dim],
@@ -180,13 +193,15 @@ def statistics(stats: ModelStats) -> dict[str, Any]:
         "last_inference": stats.last_inference_ms,
         "inference_count": stats.inference_count,
         "execution_count": stats.execution_count,
+        # As Triton counts them: every stage once per successful request (clients check that the three
+        # compute counts agree), the model's time in compute_infer, everything else in the queue.
         "inference_stats": {
             "success": _duration(stats.success_count, stats.success_ns),
             "fail": _duration(stats.fail_count, stats.fail_ns),
             "queue": _duration(stats.success_count, stats.queue_ns),
-            "compute_input": _duration(0, 0),
-            "compute_infer": _duration(stats.execution_count, stats.compute_ns),
-            "compute_output": _duration(0, 0),
+            "compute_input": _duration(stats.success_count, 0),
+            "compute_infer": _duration(stats.success_count, stats.compute_ns),
+            "compute_output": _duration(stats.success_count, 0),
             "cache_hit": _duration(0, 0),
             "cache_miss": _duration(0, 0),
         },

@@ -6,7 +6,7 @@ Served by grpcio's asyncio server on the HTTP server's event loop, so that its r
 client's deadline and AE_REQUEST_TIMEOUT_S), same body limit (AE_MAX_BODY_BYTES per message). Inputs come as
 `raw_input_contents` or typed `contents`; outputs go back as `raw_output_contents`. Errors carry the service's
 message with a gRPC status: 400/422 INVALID_ARGUMENT, 401 UNAUTHENTICATED, 403 PERMISSION_DENIED,
-404 NOT_FOUND, 408/504 DEADLINE_EXCEEDED, 413/429 RESOURCE_EXHAUSTED, 503 UNAVAILABLE. With several server
+404 NOT_FOUND, 408/504 DEADLINE_EXCEEDED, 413 RESOURCE_EXHAUSTED, 503 UNAVAILABLE. With several server
 workers each binds the port with SO_REUSEPORT and the kernel spreads connections among them.
 """
 
@@ -22,7 +22,6 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.core.inputs import checked_float32
 from service.core.runtime import OnnxModel
 from service.errors import (
     BadRequestError,
@@ -52,7 +51,6 @@ GRPC_CODES = {
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     415: grpc.StatusCode.INVALID_ARGUMENT,
     422: grpc.StatusCode.INVALID_ARGUMENT,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     431: grpc.StatusCode.INVALID_ARGUMENT,
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -298,7 +296,7 @@ def _inputs(request: pb.ModelInferRequest, model: OnnxModel, max_rows: int) -> l
                     f"input {name!r} has {len(values)} values; shape {shape} needs {count}"
                 )
             arr = np.asarray(values, dtype=dtype).reshape(shape)
-        inputs.append(v2.V2Input(name, checked_float32(arr, f"input {name}")))
+        inputs.append(v2.V2Input(name, arr))  # checked (finite, float32) by the core
     return inputs
 
 

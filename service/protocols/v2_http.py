@@ -18,158 +18,36 @@ from typing import Annotated, Any
 import numpy as np
 import orjson
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.core.inputs import check_rows, checked_float32
+from service.core.inputs import check_rows
 from service.core.runtime import OnnxModel
 from service.errors import BadRequestError, InvalidInputError, ServiceError, quote, render_error
 from service.ops.metrics import MODEL_SCOPE_KEY
 from service.protocols import v2
-from service.protocols.http_codec import _fast_rows, _find_problem, numbers_only, parse_json_object, read_body
+from service.protocols.http_codec import read_body
+from service.protocols.json_codec import fast_rows, find_problem, numbers_only, parse_json_object
 from service.protocols.routing import DocumentedRoute, doc_stub
+from service.protocols.v2_schemas import (
+    V2ErrorResponse,
+    V2InferenceRequest,
+    V2InferenceResponse,
+    V2LiveResponse,
+    V2ModelConfigResponse,
+    V2ModelMetadataResponse,
+    V2ModelReadyResponse,
+    V2ReadyResponse,
+    V2ServerMetadataResponse,
+    V2StatisticsResponse,
+)
 from service.state import STATE_KEY, AppState
 
-__all__ = ["HEADER_LENGTH", "V2InferenceRequest", "V2InferenceResponse", "render", "router"]
+__all__ = ["HEADER_LENGTH", "render", "router"]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
-
-
-# --- documented shapes ------------------------------------------------------------------------------------
-
-
-class V2ErrorResponse(BaseModel):
-    error: str = Field(description="What was wrong and what was expected.")
-
-
-class V2ServerMetadataResponse(BaseModel):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class V2LiveResponse(BaseModel):
-    live: bool
-
-
-class V2ReadyResponse(BaseModel):
-    ready: bool
-
-
-class V2ModelReadyResponse(BaseModel):
-    name: str
-    version: str
-    ready: bool
-
-
-class V2TensorMetadata(BaseModel):
-    name: str
-    datatype: str
-    shape: list[int] = Field(description="-1 marks a variable dimension (the batch).")
-
-
-class V2ModelMetadataResponse(BaseModel):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[V2TensorMetadata]
-    outputs: list[V2TensorMetadata]
-
-
-class V2ModelConfigResponse(BaseModel):
-    """Triton's model configuration extension (what perf_analyzer reads), dims without the batch."""
-
-    model_config = ConfigDict(extra="allow")
-
-    name: str
-    platform: str
-    max_batch_size: int
-    input: list[dict[str, Any]]
-    output: list[dict[str, Any]]
-
-
-class V2ModelStatistics(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    name: str
-    version: str
-    inference_count: int
-    execution_count: int
-    inference_stats: dict[str, dict[str, int]]
-
-
-class V2StatisticsResponse(BaseModel):
-    model_stats: list[V2ModelStatistics]
-
-
-class V2RequestInput(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    name: str = Field(examples=["x"])
-    shape: list[Annotated[int, Field(ge=0)]] = Field(examples=[[1, 64]])
-    datatype: str = Field(examples=["FP32"])
-    parameters: dict[str, Any] | None = Field(
-        default=None, description="`binary_data_size`: bytes of this tensor in the binary part of the body."
-    )
-    data: list[Any] | None = Field(
-        default=None,
-        description="The tensor's values, flat in row-major order or nested; absent when binary.",
-    )
-
-
-class V2RequestOutput(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    name: str = Field(examples=["latent"])
-    parameters: dict[str, Any] | None = Field(
-        default=None, description="`binary_data`: answer this output in the binary part of the body."
-    )
-
-
-_EXAMPLE_DATA: list[JsonValue] = [*([0.0] * 32), *([8.0] * 32)]  # a digits image of 8 x 8 pixels
-
-
-class V2InferenceRequest(BaseModel):
-    """A v2 inference request: the input `x` (or one input per column), optionally the outputs wanted."""
-
-    model_config = ConfigDict(
-        extra="allow",
-        json_schema_extra={
-            "examples": [
-                {
-                    "inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32", "data": _EXAMPLE_DATA}],
-                    "outputs": [{"name": "latent"}, {"name": "error"}],
-                }
-            ]
-        },
-    )
-
-    id: str | None = None
-    parameters: dict[str, Any] | None = Field(
-        default=None,
-        description="`binary_data_output`: answer every output in binary unless it says otherwise; "
-        "`threshold` / `false_alarm_rate` / `score` for a series model's step outputs.",
-    )
-    inputs: list[V2RequestInput]
-    outputs: list[V2RequestOutput] | None = None
-
-
-class V2ResponseOutput(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any] | None = None
-
-
-class V2InferenceResponse(BaseModel):
-    model_name: str
-    model_version: str
-    id: str | None = None
-    outputs: list[V2ResponseOutput]
 
 
 # --- reading a request ------------------------------------------------------------------------------------
@@ -205,10 +83,10 @@ def _split_body(body: bytes, header_length: str | None, max_values: int) -> tupl
 
 
 def _data_array(name: str, data: list[Any], fast: bool) -> np.ndarray[Any, Any]:
-    arr = _fast_rows(data) if fast else None
+    arr = fast_rows(data) if fast else None
     if arr is not None:
         return arr
-    problem = _find_problem(data, f"input {name!r} data") if data else ""
+    problem = find_problem(data, f"input {name!r} data") if data else ""
     if problem:
         raise InvalidInputError(
             f"input {name!r} data must be numbers (nested or flat, row-major; booleans, strings and nulls "
@@ -256,14 +134,14 @@ def _tensor(
                 f"input {name!r} needs {expected} bytes of binary data but only {len(binary) - offset} remain"
             )
         arr = np.frombuffer(binary, dtype=dtype, count=count, offset=offset).reshape(shape)
-        return v2.V2Input(name, checked_float32(arr, f"input {name}")), offset + expected
+        return v2.V2Input(name, arr), offset + expected  # checked (finite, float32) by the core
     data = spec.get("data")
     if not isinstance(data, list):
         raise InvalidInputError(f"input {name!r} has no `data` list and no binary_data_size; expected one")
     values = _data_array(name, data, fast)
     if values.size != count:
         raise InvalidInputError(f"input {name!r} has {values.size} values; shape {shape} needs {count}")
-    return v2.V2Input(name, checked_float32(values.reshape(shape), f"input {name}")), offset
+    return v2.V2Input(name, values.reshape(shape)), offset
 
 
 def _series_extra(model: OnnxModel) -> int:
@@ -316,8 +194,10 @@ def _parse(header: dict[str, Any], binary: bytes, body: bytes, model: OnnxModel,
             f'"shape": {[-1, *model.sample_shape]}, "data": [...]}}]'
         )
     v2.check_inputs(model, [str(s.get("name")) for s in specs])
-    rest = {**header, "inputs": [{**s, "data": 0} if "data" in s else s for s in specs]}
-    fast = numbers_only(body[: len(body) - len(binary)], rest)
+    fast = False
+    if any("data" in s for s in specs):  # JSON tensors: may they take the one-pass conversion?
+        rest = {**header, "inputs": [{**s, "data": 0} if "data" in s else s for s in specs]}
+        fast = numbers_only(body[: len(body) - len(binary)], rest)
     inputs, used = [], 0
     for spec in specs:
         tensor, used = _tensor(spec, binary, used, model, max_rows, fast)
@@ -497,76 +377,68 @@ def _add(
     )
 
 
-_add(
-    "",
-    "v2_server_metadata",
-    "The server's name, version and protocol extensions.",
-    _server_metadata,
-    V2ServerMetadataResponse,
-)
-_add("/health/live", "v2_server_live", "200 while the process is up.", _server_live, V2LiveResponse)
-_add(
-    "/health/ready",
-    "v2_server_ready",
-    "200 when every model is loaded and warmed up, else 503 naming the models that are not.",
-    _server_ready,
-    V2ReadyResponse,
-    responses={503: {"model": V2ErrorResponse, "description": "Not ready; says which models."}},
-)
-_add("/models/stats", "v2_statistics", "Every loaded version's statistics.", _stats, V2StatisticsResponse)
-for _prefix, _suffix, _versioned in [
-    ("/models/{name}", "", False),
-    ("/models/{name}/versions/{version}", "_version", True),
-]:
-    _params: dict[str, Any] = {"name": NamePath} | ({"version": VersionPath} if _versioned else {})
-    _which = "This model version's" if _versioned else "The model's (latest version's)"
-    _add(
-        _prefix,
-        f"v2_model{_suffix}_metadata",
-        f"{_which} tensors and versions.",
-        _metadata,
-        V2ModelMetadataResponse,
-        responses=_ERRORS,
-        **_params,
-    )
-    _add(
-        _prefix + "/ready",
-        f"v2_model{_suffix}_ready",
-        f"200 when {_which.lower()} sessions are loaded and warmed.",
+_NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": V2ErrorResponse, "description": "Not ready; says which models."}
+}
+_MODEL_NOT_READY = {**_ERRORS, 503: {"model": V2ErrorResponse, "description": "The model is not ready."}}
+# (path under a model, operation, what it does, handler, answer, errors). Routes are matched in order and each
+# one tried costs every request, so inference comes first.
+_MODEL_ROUTES: list[tuple[str, str, str, Any, Any, dict[int | str, dict[str, Any]]]] = [
+    ("/infer", "infer", "Run {it} on its input tensor(s).", _infer, V2InferenceResponse, _INFER_ERRORS),
+    ("", "metadata", "The tensors and versions of {it}.", _metadata, V2ModelMetadataResponse, _ERRORS),
+    (
+        "/ready",
+        "ready",
+        "200 when {it} is loaded and warmed.",
         _ready,
         V2ModelReadyResponse,
-        responses={
-            **_ERRORS,
-            503: {"model": V2ErrorResponse, "description": "The model exists but is not ready."},
-        },
-        **_params,
-    )
-    _add(
-        _prefix + "/config",
-        f"v2_model{_suffix}_config",
-        f"{_which} configuration (Triton's extension).",
+        _MODEL_NOT_READY,
+    ),
+    (
+        "/config",
+        "config",
+        "The configuration of {it} (Triton's extension).",
         _config,
         V2ModelConfigResponse,
-        responses=_ERRORS,
-        **_params,
-    )
-    _add(
-        _prefix + "/stats",
-        f"v2_model{_suffix}_stats",
-        f"{_which} statistics.",
-        _stats,
-        V2StatisticsResponse,
-        responses=_ERRORS,
-        **_params,
-    )
-    _add(
-        _prefix + "/infer",
-        "v2_infer" if not _versioned else "v2_model_version_infer",
-        f"Run {_which.lower().replace(chr(39) + 's', '')} on its input tensor(s).",
-        _infer,
-        V2InferenceResponse,
-        method="POST",
-        responses=_INFER_ERRORS,
-        body=V2InferenceRequest,
-        **_params,
-    )
+        _ERRORS,
+    ),
+    ("/stats", "stats", "The statistics of {it}.", _stats, V2StatisticsResponse, _ERRORS),
+]
+for _suffix, _operation, _doc, _handler, _answer_type, _responses in _MODEL_ROUTES:
+    for _prefix, _versioned in [("/models/{name}", False), ("/models/{name}/versions/{version}", True)]:
+        _add(
+            _prefix + _suffix,
+            f"v2_model_version_{_operation}" if _versioned else f"v2_model_{_operation}",
+            _doc.format(it="this model version" if _versioned else "the model's latest version"),
+            _handler,
+            _answer_type,
+            method="POST" if _operation == "infer" else "GET",
+            responses=_responses,
+            name=NamePath,
+            **({"version": VersionPath} if _versioned else {}),
+            **({"body": V2InferenceRequest} if _operation == "infer" else {}),
+        )
+    if _operation == "infer":  # then the server's own routes, before the per-model ones
+        _add(
+            "",
+            "v2_server_metadata",
+            "The server's name, version and extensions.",
+            _server_metadata,
+            V2ServerMetadataResponse,
+        )
+        _add("/health/live", "v2_server_live", "200 while the process is up.", _server_live, V2LiveResponse)
+        _add(
+            "/health/ready",
+            "v2_server_ready",
+            "200 when every model is ready.",
+            _server_ready,
+            V2ReadyResponse,
+            responses=_NOT_READY,
+        )
+        _add(
+            "/models/stats",
+            "v2_statistics",
+            "Every loaded version's statistics.",
+            _stats,
+            V2StatisticsResponse,
+        )

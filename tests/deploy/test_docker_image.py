@@ -71,7 +71,17 @@ def image() -> str:
 
 def _run(image: str, port: int, *extra: str, command: list[str] | None = None) -> str:
     name = f"ae-test-{uuid.uuid4().hex[:10]}"
-    command = command or ["python", "-m", "service", "--host", "127.0.0.1", "--port", str(port)]
+    command = command or [
+        "python",
+        "-m",
+        "service",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--grpc-port",
+        "0",
+    ]
     _docker(
         "run",
         "-d",
@@ -88,14 +98,17 @@ def _run(image: str, port: int, *extra: str, command: list[str] | None = None) -
     return name
 
 
-def _image_command(image: str, port: int) -> list[str]:
-    """The image's own CMD, bound to 127.0.0.1:PORT instead of 0.0.0.0:8000 (host networking here)."""
+def _image_command(image: str, port: int, grpc_port: int) -> list[str]:
+    """The image's own CMD, bound to 127.0.0.1:PORT and GRPC_PORT instead of 0.0.0.0:8000 and 8081 (host
+    networking here)."""
     command: list[str] = json.loads(_docker("image", "inspect", image).stdout)[0]["Config"]["Cmd"]
+    assert command[command.index("--host") + 1] == "0.0.0.0"
     assert (
-        command[command.index("--host") + 1] == "0.0.0.0" and command[command.index("--port") + 1] == "8000"
+        command[command.index("--port") + 1] == "8000" and command[command.index("--grpc-port") + 1] == "8081"
     )
     command[command.index("--host") + 1] = "127.0.0.1"
     command[command.index("--port") + 1] = str(port)
+    command[command.index("--grpc-port") + 1] = str(grpc_port)
     return command
 
 
@@ -216,10 +229,15 @@ def test_image_runs_as_non_root_with_healthcheck(image: str, baked: tuple[str, s
 
 
 def test_image_cmd_serves_and_stops_cleanly_on_sigterm(image: str) -> None:
-    port = free_port()
-    name = _run(image, port, command=_image_command(image, port))
+    import tritonclient.grpc as grpcclient
+
+    port, grpc_port = free_port(), free_port()
+    name = _run(image, port, command=_image_command(image, port, grpc_port))
     try:
         _wait(name, f"http://127.0.0.1:{port}/readyz")
+        grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        assert grpc.is_server_ready() and grpc.is_model_ready("digits-plain")
+        grpc.close()
         start = time.monotonic()
         _docker("stop", "-t", "20", name)
         took = time.monotonic() - start

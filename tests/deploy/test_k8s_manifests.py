@@ -22,6 +22,8 @@ from tests.fixtures.make_models import FIXTURE_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
+STARTED_MIB = 256
+"""A worker's resident size with the shipped models loaded, rounded up (measured: docs/reliability.md)."""
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
@@ -117,12 +119,45 @@ def test_k8s_probes_hit_real_routes(
 
 
 def test_k8s_ports_match_the_image(base: dict[str, dict[str, Any]], container: dict[str, Any]) -> None:
-    port = int(_flag(_image_cmd(), "--port"))
+    port, grpc = int(_flag(_image_cmd(), "--port")), int(_flag(_image_cmd(), "--grpc-port"))
     assert _flag(_image_cmd(), "--host") == "0.0.0.0"
-    assert re.search(rf"^EXPOSE {port}$", (ROOT / "Dockerfile").read_text(), re.M)
-    assert [p["containerPort"] for p in container["ports"]] == [port]
-    service_port = base["Service"]["spec"]["ports"][0]
-    assert _port_number(container, service_port["targetPort"]) == port
+    for exposed in (port, grpc):
+        assert re.search(rf"^EXPOSE {exposed}$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert [p["containerPort"] for p in container["ports"]] == [port, grpc]
+    targets = {p["name"]: _port_number(container, p["targetPort"]) for p in base["Service"]["spec"]["ports"]}
+    assert targets == {"http": port, "grpc": grpc}
+
+
+def test_k8s_api_key_comes_from_a_generated_secret(
+    base: dict[str, dict[str, Any]], container: dict[str, Any], tmp_path: Path
+) -> None:
+    kustomization = _documents(K8S / "kustomization.yaml")[0]
+    generated = {g["name"]: g for g in kustomization["secretGenerator"]}
+    secret = base["Deployment"]["spec"]["template"]["spec"]["volumes"]
+    volume = next(v for v in secret if "secret" in v)
+    assert volume["secret"]["secretName"] in generated
+    assert generated[volume["secret"]["secretName"]]["files"] == ["api-keys=api-keys.txt"]
+    assert "api-keys.txt" in (ROOT / ".gitignore").read_text()  # made at deploy time, never committed
+    mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+    item = volume["secret"]["items"][0]
+    assert _env(container)["AE_API_KEYS_FILE"] == f"{mount['mountPath']}/{item['path']}"
+    # What the service makes of that file: keys on, and with the file empty, refusal rather than openness.
+    keys = tmp_path / "api-keys"
+    keys.write_text("")
+    with TestClient(create_app(Settings(models_dir=FIXTURE_MODELS, api_keys_file=keys))) as secured:
+        assert secured.post("/admin/reload").status_code == 503
+        assert secured.get("/readyz").status_code == 200
+
+
+def test_k8s_memory_limit_covers_the_ceiling(container: dict[str, Any]) -> None:
+    from service.ops.memory import memory_ceiling_mib
+
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi")
+    env = {k: v for k, v in _env(container).items() if k.startswith("AE_")}
+    settings = Settings(**{k.removeprefix("AE_").lower(): v for k, v in env.items() if k != "AE_MODELS_DIR"})
+    # The shipped repository loads into well under STARTED_MIB (docs/reliability.md measures it).
+    assert int(limit[:-2]) >= STARTED_MIB + memory_ceiling_mib(settings)
 
 
 def test_k8s_prometheus_scrapes_the_metrics_route(
@@ -169,7 +204,7 @@ def test_k8s_runs_as_the_image_user(base: dict[str, dict[str, Any]], container: 
     assert _env(container)["AE_MODELS_DIR"] == "/srv/models"
 
 
-def test_k8s_kustomize_lists_every_manifest_and_renders() -> None:
+def test_k8s_kustomize_lists_every_manifest_and_renders(tmp_path: Path) -> None:
     listed = set(_documents(K8S / "kustomization.yaml")[0]["resources"])
     # The ServiceMonitor needs the Prometheus Operator's CRD, so it is applied on its own.
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "servicemonitor.yaml"}
@@ -177,8 +212,18 @@ def test_k8s_kustomize_lists_every_manifest_and_renders() -> None:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         return  # the listing and every document's parse (the other tests) are what can be checked here
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy, ignore=shutil.ignore_patterns("api-keys.txt"))
+    # Without a key file there is nothing to deploy: the service never goes out without a key.
+    refused = subprocess.run([kubectl, "kustomize", str(copy)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "api-keys.txt" in refused.stderr
+    (copy / "api-keys.txt").write_text("a-generated-key\n")
     rendered = subprocess.run(
-        [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=True
+        [kubectl, "kustomize", str(copy)], capture_output=True, text=True, timeout=60, check=True
     ).stdout
-    kinds = sorted(d["kind"] for d in yaml.safe_load_all(rendered) if d)
-    assert kinds == sorted(_base()), kinds
+    documents = [d for d in yaml.safe_load_all(rendered) if d]
+    assert sorted(d["kind"] for d in documents) == sorted([*_base(), "Secret"])
+    secret = next(d for d in documents if d["kind"] == "Secret")
+    import base64
+
+    assert base64.b64decode(secret["data"]["api-keys"]).decode() == "a-generated-key\n"

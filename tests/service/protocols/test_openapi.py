@@ -11,7 +11,7 @@ import pytest
 from service.app import create_app
 from service.settings import Settings
 
-COMMITTED = Path(__file__).resolve().parents[2] / "service" / "openapi.json"
+COMMITTED = Path(__file__).resolve().parents[3] / "service" / "openapi.json"
 TENSOR_ROUTES = {"/encode": "encode", "/decode": "decode", "/denoise": "denoise"}
 TENSOR_ROUTES["/reconstruction-error"] = "reconstruction_error"
 

@@ -1,4 +1,4 @@
-"""The committed gRPC modules are what grpc_tools makes of the committed proto (regenerate as its header says)."""
+"""The committed gRPC modules are what grpc_tools makes of the committed proto (its header says how)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PROTO = Path("service/protocols/grpc/inference.proto")
 
 
