@@ -117,6 +117,13 @@ class Call(Generic[O_co]):
     options: O_co
     samples: Samples | None = None
 
+    def run_now(self) -> Answer:
+        """Run this call here and now, on the calling thread: no batching, no metrics (for bulk scoring and
+        scripts; the service runs calls through its executor)."""
+        plan = self.task.plan(self.model, self.options)
+        x = self.samples.x if self.samples is not None else None
+        return self.task.answer(self, plan.fn(self.model, x))  # type: ignore[arg-type]
+
 
 @dataclass(frozen=True)
 class Answer:
