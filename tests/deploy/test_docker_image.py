@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml  # type: ignore[import-untyped]
 
 from service.contract import ModelMetadata
 from tests.conftest import FIXTURE_MODELS, SHIPPED_MODELS
@@ -121,9 +123,11 @@ def _wait(name: str, url: str) -> None:
         raise
 
 
-def _post(url: str, payload: dict[str, Any]) -> dict[str, Any]:
+def _post(url: str, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
     request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+        url,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
@@ -131,8 +135,8 @@ def _post(url: str, payload: dict[str, Any]) -> dict[str, Any]:
         return answer
 
 
-def _get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=10) as response:
+def _get(url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as response:
         assert response.status == 200
         answer: dict[str, Any] = json.loads(response.read())
         return answer
@@ -247,5 +251,73 @@ def test_image_cmd_serves_and_stops_cleanly_on_sigterm(image: str) -> None:
         assert took < 10, f"docker stop took {took:.1f} s"
         logs = _docker("logs", name).stderr
         assert "Shutting down" in logs or "Finished server process" in logs, logs[-1000:]
+    finally:
+        _docker("rm", "-f", name, check=False)
+
+
+# --- KServe: the image as deploy/kserve/servingruntime.yaml runs it, on what storage initializers leave ---
+
+
+def _kserve_container() -> dict[str, Any]:
+    runtime = yaml.safe_load((ROOT / "deploy" / "kserve" / "servingruntime.yaml").read_text())
+    container: dict[str, Any] = runtime["spec"]["containers"][0]
+    return container
+
+
+def _kserve_command(container: dict[str, Any], port: int, grpc_port: int) -> list[str]:
+    """The runtime's command and args, bound to 127.0.0.1:PORT and GRPC_PORT (host networking here)."""
+    command = [*container["command"], *container["args"]]
+    for flag, value in [("--host", "127.0.0.1"), ("--port", str(port)), ("--grpc-port", str(grpc_port))]:
+        command[command.index(flag) + 1] = value
+    return command
+
+
+@pytest.mark.parametrize("layout", ["version", "repository"])
+def test_image_serves_mnt_models_as_the_kserve_runtime_runs_it(
+    image: str, tmp_path: Path, layout: str
+) -> None:
+    import tritonclient.grpc as grpcclient
+
+    container = _kserve_container()
+    env = {e["name"]: e["value"] for e in container["env"]}
+    keys = tmp_path / "api-keys"
+    keys.write_text("a-kserve-key\n")
+    keys.chmod(0o644)
+    # One version folder (a storageUri naming models/digits-plain/1), or the whole repository.
+    source = SHIPPED_MODELS / "digits-plain" / "1" if layout == "version" else SHIPPED_MODELS
+    security = container["securityContext"]
+    port, grpc_port = free_port(), free_port()
+    name = _run(
+        image,
+        port,
+        *("-v", f"{source}:/mnt/models:ro", "-v", f"{keys}:{env['AE_API_KEYS_FILE']}:ro"),
+        *(f"--env={k}={v}" for k, v in env.items()),
+        *("--user", f"{security['runAsUser']}:{security['runAsGroup']}", "--read-only", "--tmpfs", "/tmp"),
+        command=_kserve_command(container, port, grpc_port),
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait(name, base + container["readinessProbe"]["httpGet"]["path"])
+        assert _get(base + container["livenessProbe"]["httpGet"]["path"])["status"] == "ok"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _get(f"{base}/v2/models/digits-plain")
+        assert refused.value.code == 401
+        auth = {"Authorization": "Bearer a-kserve-key"}
+        listed = {m["name"] for m in _get(f"{base}/models", auth)["models"]}
+        assert listed == (
+            {"digits-plain"} if layout == "version" else {d.parent.name for d in _shipped_models()}
+        )
+        directory = SHIPPED_MODELS / "digits-plain" / "1"
+        x = np.random.default_rng(1).uniform(0.0, 16.0, (2, 64)).astype(np.float32)  # (2, input_dim)
+        tensor = {"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}
+        answer = _post(
+            f"{base}/v2/models/digits-plain/infer", {"inputs": [tensor], "outputs": [{"name": "error"}]}, auth
+        )
+        np.testing.assert_allclose(
+            answer["outputs"][0]["data"], fused_outputs(directory, x)["error"], rtol=1e-4
+        )
+        grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        assert grpc.is_model_ready("digits-plain", headers={"authorization": "Bearer a-kserve-key"})
+        grpc.close()
     finally:
         _docker("rm", "-f", name, check=False)
