@@ -206,7 +206,7 @@ def test_image_serves_mounted_repository_read_only(image: str) -> None:
 
 
 def test_image_has_no_torch_training_or_test_tools(image: str) -> None:
-    for module in ["torch", "training", "pytest", "sklearn"]:
+    for module in ["torch", "training", "pytest", "sklearn", "ray", "service.bulk"]:
         result = _docker(
             "run", "--rm", "--network", "host", image, "python", "-c", f"import {module}", check=False
         )
