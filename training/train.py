@@ -61,9 +61,10 @@ def epochs_for(config: TrainConfig, n_train: int, default_steps: int) -> tuple[i
 
 
 def train_model(
-    config: TrainConfig, x_train: Array, x_validation: Array, progress: bool = True
+    config: TrainConfig, x_train: Array, x_validation: Array | None, progress: bool = True
 ) -> TrainResult:
-    """Train `config.variant` on normalised rows; returns the model at its best validation loss."""
+    """Train `config.variant` on normalised rows; returns the model at its best validation loss, or, without
+    validation rows (cross-fitting trains on every row), after the whole step budget."""
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     model = build_model(config.variant, x_train.shape[1], config.latent_dim, config.hidden, config.hparams)
@@ -80,7 +81,7 @@ def train_model(
         ),
     )
     train = torch.from_numpy(x_train)
-    validation = torch.from_numpy(x_validation)
+    validation = None if x_validation is None else torch.from_numpy(x_validation)
     batch = min(config.batch_size, len(x_train))
     starts = batch_starts(len(train), batch)
     generator = torch.Generator().manual_seed(config.seed)
@@ -106,12 +107,16 @@ def train_model(
             sums[0] += float(loss.total.detach())
             sums[1] += float(loss.reconstruction.detach())
         steps += len(starts)
-        val_loss, val_rec = evaluate_loss(model, validation)
         history.train_loss.append(sums[0] / len(starts))
         history.train_reconstruction.append(sums[1] / len(starts))
+        history.lr.append(optimiser.param_groups[0]["lr"])
+        if validation is None:
+            best_epoch = epoch
+            bar.set_postfix(train=f"{history.train_loss[-1]:.4f}")
+            continue
+        val_loss, val_rec = evaluate_loss(model, validation)
         history.validation_loss.append(val_loss)
         history.validation_reconstruction.append(val_rec)
-        history.lr.append(optimiser.param_groups[0]["lr"])
         if val_loss < best_loss and (math.isinf(best_loss) or best_loss - val_loss > 1e-7 * abs(best_loss)):
             best_loss, best_state, best_epoch, since_best = (
                 val_loss,
@@ -124,7 +129,8 @@ def train_model(
         bar.set_postfix(train=f"{history.train_loss[-1]:.4f}", val=f"{val_loss:.4f}")
         if since_best >= config.patience:
             break
-    model.load_state_dict(best_state)
+    if validation is not None:
+        model.load_state_dict(best_state)
     model.eval()
     return TrainResult(model, history, best_epoch, len(history.train_loss), steps)
 

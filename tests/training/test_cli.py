@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,13 +32,100 @@ def test_cli_trains_on_npy_and_csv(tmp_path: Path, digits: npt.NDArray[np.float3
         ",".join(f"f{i}" for i in range(64)) + "\n" + "\n".join(",".join(map(str, r)) for r in digits[:60])
     )
     first = _train(tmp_path / "rows.npy", tmp_path / "models")
-    second = _train(tmp_path / "rows.csv", tmp_path / "models", "--seed", "4")
+    second = _train(tmp_path / "rows.csv", tmp_path / "models", "--seed", "4", "--test-every", "5")
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
     assert f"wrote {tmp_path / 'models' / 'mine' / '1'}" in first.stdout
-    assert "test_mse=" in first.stdout
+    assert "test_mse=" in first.stdout and "cross-fitted, 5 folds" in first.stdout
     metadata = ModelMetadata.read(tmp_path / "models" / "mine" / "2")
     assert metadata.data.source == "rows.csv" and metadata.seed == 4 and metadata.data.n_test == 12
+    assert metadata.feature_names == [f"f{i}" for i in range(64)]
+    assert metadata.training["data"]["path"] == str((tmp_path / "rows.csv").resolve())
+    assert metadata.training["data"]["sha256"] == sha256(tmp_path / "rows.csv")
+    # The held-out split is written beside the model, with its header when the columns have names.
+    held_out = np.load(tmp_path / "models" / "mine" / "2" / "test.npy")
+    np.testing.assert_allclose(held_out, digits[:60:5])
+    assert (tmp_path / "models" / "mine" / "2" / "test.csv").read_text().startswith("f0,f1,")
+    assert ModelMetadata.read(tmp_path / "models" / "mine" / "1").data.n_test == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("age;height;weight\n" + "1;2;3\n4;5;6\n" * 10, ["age", "height", "weight"]),
+        ("age\theight\tweight\n" + "1\t2\t3\n4\t5\t6\n" * 10, ["age", "height", "weight"]),
+        ("a,b,c\n" + "1,2,3\n4,5,6\n" * 10, ["a", "b", "c"]),
+        ("x;y;z\n" + "1,5;2;3,25\n4;5,5;6\n" * 10, ["x", "y", "z"]),
+        ("1;2;3\n4;5;6\n" * 10, None),
+    ],
+)
+def test_csv_delimiter_is_sniffed_and_the_header_names_the_features(
+    text: str, names: list[str] | None, tmp_path: Path
+) -> None:
+    from training.data import load_data
+
+    (tmp_path / "rows.csv").write_text(text)
+    dataset = load_data(str(tmp_path / "rows.csv"))
+    assert dataset.x.shape == (20, 3)
+    assert (list(dataset.feature_names) if dataset.feature_names else None) == names
+    if "1,5" in text:  # decimal commas in a `;` file
+        assert dataset.x[0].tolist() == [1.5, 2.0, 3.25]
+
+
+def test_feature_names_flag_names_the_columns(tmp_path: Path, digits: npt.NDArray[np.float32]) -> None:
+    np.save(tmp_path / "rows.npy", digits[:40, :3])
+    done = _train(tmp_path / "rows.npy", tmp_path / "models", "--feature-names", "a, b,c")
+    assert done.returncode == 0, done.stderr
+    assert ModelMetadata.read(tmp_path / "models" / "mine" / "1").feature_names == ["a", "b", "c"]
+    wrong = _train(tmp_path / "rows.npy", tmp_path / "models", "--feature-names", "a,b")
+    assert wrong.returncode == 2 and wrong.stderr.strip().endswith("expected one name per column")
+
+
+_NO_TORCH = """
+import sys, time
+started = time.perf_counter()
+from training.cli import main
+try:
+    status = main(sys.argv[1:])
+except SystemExit as exc:
+    status = exc.code
+heavy = sorted(m for m in ("torch", "onnx", "onnxruntime", "scipy.stats", "sklearn") if m in sys.modules)
+print("HEAVY", heavy, status, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["train", "--help"],
+        ["train", "--variant", "plain", "--data", "missing.csv", "--name", "m", "--out", "o"],
+        ["train", "--variant", "plain", "--data", "x.npy", "--name", "m", "--out", "o", "--lr", "fast"],
+        ["train", "--variant", "plain", "--data", "x.npy", "--name", "m", "--out", "o", "--rho", "0.1"],
+    ],
+)
+def test_help_and_argument_or_data_errors_do_not_import_torch(argv: list[str], tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_TORCH, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert "HEAVY [] " in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_variant_catalogue_declares_what_the_variant_classes_do() -> None:
+    from training.catalogue import VARIANT_OPTIONS
+    from training.variants import VARIANTS
+
+    assert list(VARIANT_OPTIONS) == list(VARIANTS)
+    for name, cls in VARIANTS.items():
+        declared = [(p.name, p.default, p.help, p.minimum, p.maximum) for p in cls.hyperparameters]
+        listed = [(p.name, p.default, p.help, p.minimum, p.maximum) for p in VARIANT_OPTIONS[name]]
+        assert declared == listed, name
 
 
 def _one_line_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -61,6 +149,7 @@ def bad_files(tmp_path: Path) -> Path:
     (tmp_path / "ragged.csv").write_text("1,2\n3\n" + "1,2\n" * 20)
     (tmp_path / "latin1.csv").write_bytes(b"poids,taille\n" + b"1,2\n" * 20 + b"3,\xb5\n")
     np.save(tmp_path / "ok.npy", rows)
+    (tmp_path / "dupes.csv").write_text("a,a,b\n" + "1,2,3\n" * 20)
     return tmp_path
 
 
@@ -80,6 +169,8 @@ def bad_files(tmp_path: Path) -> Path:
         (["--data", "{d}/ok.npy", "--rho", "0.1"], "does not apply to variant 'plain'"),
         (["--data", "{d}/ok.npy", "--name", "../x"], "invalid --name"),
         (["--data", "{d}/data.txt"], "expected one of"),
+        (["--data", "{d}/ok.npy", "--folds", "1"], "--folds must be 0"),
+        (["--data", "{d}/dupes.csv"], "header names ['a'] repeat"),
     ],
 )
 def test_cli_bad_input_exits_nonzero_with_one_line(
@@ -108,3 +199,18 @@ def test_cli_quantize_keeps_a_loadable_version(tmp_path: Path, digits: npt.NDArr
     for graph in metadata.graphs.values():
         assert sha256(directory / graph.path) == graph.sha256
     assert ("int8_quantised" in metadata.metrics) == ("int8: kept" in done.stdout)
+
+
+@pytest.mark.parametrize(("variant", "normalisation"), [("plain", "minmax"), ("vae", "standard")])
+def test_a_feature_with_extreme_values_trains_and_exports(
+    variant: str, normalisation: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As in the shuttle data set: one feature spans -12,809 to 13,148 while 99% of it is within +-31.
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(300, 6)) * [1, 10, 100, 5, 31, 2]
+    rows[:3, 4] = [-12_809.0, 13_148.0, 9_000.0]
+    np.save(tmp_path / "extreme.npy", rows)
+    argv = ["train", "--variant", variant, "--data", str(tmp_path / "extreme.npy"), "--name", "x"]
+    argv += ["--normalisation", normalisation, "--epochs", "3", "--latent-dim", "2", "--quiet"]
+    status = main([*argv, "--out", str(tmp_path)])
+    assert status == 0, capsys.readouterr().err
