@@ -1,52 +1,84 @@
-"""The service's errors. Each carries its HTTP status; one handler turns any of them into `{"detail": ...}`.
+"""The service's errors: one tree, each class carrying its HTTP status; each protocol renders them its way.
 
 ServiceError (500)
-├── BadRequestError (400)          malformed JSON, unreadable binary tensor
-├── ModelNotFoundError (404)       unknown model or version
-├── NotAcceptableError (406)       Accept names no answer type the service can give
-├── PayloadTooLargeError (413)     body over AE_MAX_BODY_BYTES, batch over AE_MAX_BATCH_ROWS
-├── UnsupportedMediaTypeError (415)
-├── InvalidInputError (422)        wrong shape, ragged rows, empty batch, NaN, non-numbers, bad fields
-│   └── NotGenerativeError (422)   /sample on a model that cannot generate
-├── ModelUnavailableError (503)    the model exists but failed to load
-├── NotReadyError (503)            /readyz: some model is not loaded or warmed
-├── BatchQueueFullError (503)      the micro-batching queue is full (with Retry-After)
-└── BatchTimeoutError (503)        a call waited in the micro-batching queue past AE_BATCH_TIMEOUT_S
+├── BadRequestError (400)              malformed JSON, unreadable binary tensor, bad protocol fields
+├── UnauthorizedError (401)            no API key, or an Authorization header that is not `Bearer <key>`
+├── ForbiddenError (403)               a wrong API key; the admin routes while keys are off
+├── NotFoundError (404)                no route for the path
+│   └── ModelNotFoundError (404)       unknown model or version
+├── MethodNotAllowedError (405)
+├── NotAcceptableError (406)           Accept names no answer type the service can give
+├── RequestTimeoutError (408)          the headers or the body did not arrive in time
+├── PayloadTooLargeError (413)         body, batch or JSON value count over its limit
+├── UnsupportedMediaTypeError (415)    Content-Type or Content-Encoding the route does not take
+├── InvalidInputError (422)            wrong shape, ragged rows, empty batch, NaN, non-numbers, bad fields
+│   └── NotGenerativeError (422)       /sample on a model that cannot generate
+├── TooManyRequestsError (429)         reloads asked for faster than AE_RELOAD_MIN_INTERVAL_S
+├── HeadersTooLargeError (431)         headers over AE_MAX_HEADER_BYTES or AE_MAX_HEADERS
+├── UnavailableError (503)
+│   ├── ModelUnavailableError          the model exists but failed to load
+│   ├── NotReadyError                  readiness: some model is not loaded or warmed
+│   ├── KeysUnavailableError           an API key source is configured but holds no usable key
+│   └── OverloadedError                admission queue full or waited too long (Retry-After)
+│       ├── BatchQueueFullError        the micro-batching queue holds AE_BATCH_QUEUE_ROWS rows already
+│       └── BatchTimeoutError          a call waited in the micro-batching queue past AE_BATCH_TIMEOUT_S
+└── DeadlineExceededError (504)        an admitted request ran past AE_REQUEST_TIMEOUT_S
 
-Answers written before any route runs (API keys, admission) use `send_error`, in the same shape: `{"detail":
-...}`, or `{"error": ...}` under /v2, as the Open Inference Protocol has it.
+REST answers `{"detail": "..."}` and the Open Inference Protocol (under /v2) `{"error": "..."}`
+(`render_error`); gRPC maps the status to a gRPC code (`service.protocols.v2_grpc`). A message that quotes
+the client's input quotes at most `QUOTE_CHARS` characters of it (`quote`).
 """
 
 from __future__ import annotations
 
-import logging
+from typing import Literal
 
 import orjson
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope, Send
 
 __all__ = [
+    "QUOTE_CHARS",
     "BadRequestError",
     "BatchQueueFullError",
     "BatchTimeoutError",
+    "DeadlineExceededError",
+    "ErrorShape",
+    "ForbiddenError",
+    "HeadersTooLargeError",
     "InvalidInputError",
+    "KeysUnavailableError",
+    "MethodNotAllowedError",
     "ModelNotFoundError",
     "ModelUnavailableError",
     "NotAcceptableError",
+    "NotFoundError",
     "NotGenerativeError",
     "NotReadyError",
+    "OverloadedError",
     "PayloadTooLargeError",
+    "RequestTimeoutError",
     "ServiceError",
+    "TooManyRequestsError",
+    "UnauthorizedError",
+    "UnavailableError",
     "UnsupportedMediaTypeError",
-    "error_key",
-    "error_response",
+    "error_shape",
+    "quote",
+    "render_error",
     "send_error",
-    "service_error_handler",
-    "unexpected_error_handler",
 ]
 
-logger = logging.getLogger(__name__)
+QUOTE_CHARS = 80
+"""The most characters of a client's own input an error message repeats."""
+
+ErrorShape = Literal["detail", "error"]
+
+
+def quote(value: object) -> str:
+    """`repr(value)`, cut to QUOTE_CHARS characters: error messages never echo a big input back whole."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_CHARS else text[: QUOTE_CHARS - 5] + "...'" + f" ({len(text)} chars)"
 
 
 class ServiceError(Exception):
@@ -65,12 +97,38 @@ class BadRequestError(ServiceError):
     status_code = 400
 
 
-class ModelNotFoundError(ServiceError):
+class UnauthorizedError(ServiceError):
+    status_code = 401
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, {"WWW-Authenticate": 'Bearer realm="autoencoder-serving"'})
+
+
+class ForbiddenError(ServiceError):
+    status_code = 403
+
+
+class NotFoundError(ServiceError):
     status_code = 404
+
+
+class ModelNotFoundError(NotFoundError):
+    pass
+
+
+class MethodNotAllowedError(ServiceError):
+    status_code = 405
 
 
 class NotAcceptableError(ServiceError):
     status_code = 406
+
+
+class RequestTimeoutError(ServiceError):
+    status_code = 408
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, {"Connection": "close"})
 
 
 class PayloadTooLargeError(ServiceError):
@@ -89,54 +147,68 @@ class NotGenerativeError(InvalidInputError):
     pass
 
 
-class ModelUnavailableError(ServiceError):
+class TooManyRequestsError(ServiceError):
+    status_code = 429
+
+
+class HeadersTooLargeError(ServiceError):
+    status_code = 431
+
+
+class UnavailableError(ServiceError):
     status_code = 503
 
 
-class NotReadyError(ServiceError):
-    status_code = 503
+class ModelUnavailableError(UnavailableError):
+    pass
 
 
-class BatchQueueFullError(ServiceError):
-    status_code = 503
+class NotReadyError(UnavailableError):
+    pass
 
 
-class BatchTimeoutError(ServiceError):
-    status_code = 503
+class KeysUnavailableError(UnavailableError):
+    pass
 
 
-def error_response(status_code: int, detail: str, headers: dict[str, str] | None = None) -> Response:
-    """The one error body shape: `{"detail": "..."}`."""
-    return Response(
-        orjson.dumps({"detail": detail}),
-        status_code=status_code,
-        media_type="application/json",
-        headers=headers,
-    )
+class OverloadedError(UnavailableError):
+    """No capacity now: a queue is full or a request waited too long. Always carries Retry-After."""
+
+    def __init__(self, detail: str, retry_after_s: int = 1) -> None:
+        super().__init__(detail, {"Retry-After": str(retry_after_s)})
 
 
-def error_key(path: str) -> str:
-    """The error body's key for a request path: "error" for the v2 protocol's routes, else "detail"."""
+class BatchQueueFullError(OverloadedError):
+    pass
+
+
+class BatchTimeoutError(OverloadedError):
+    pass
+
+
+class DeadlineExceededError(ServiceError):
+    status_code = 504
+
+
+def error_shape(path: str) -> ErrorShape:
+    """The error body's key for a request path: "error" under /v2 (the protocol's shape), else "detail"."""
     return "error" if path == "/v2" or path.startswith("/v2/") else "detail"
 
 
-async def send_error(
-    scope: Scope, send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    """Answer a request at the ASGI level (before any route runs) with an error body in the path's shape."""
-    body = orjson.dumps({error_key(scope["path"]): message})
+def render_error(exc: ServiceError, shape: ErrorShape = "detail") -> Response:
+    """An HTTP answer for `exc`: its status, its headers and `{shape: detail}`."""
+    return Response(
+        orjson.dumps({shape: exc.detail}),
+        status_code=exc.status_code,
+        media_type="application/json",
+        headers=exc.headers,
+    )
+
+
+async def send_error(scope: Scope, send: Send, exc: ServiceError) -> None:
+    """Answer at the ASGI level (before or instead of a route), in the request path's error shape."""
+    body = orjson.dumps({error_shape(scope["path"]): exc.detail})
     head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": head + (headers or [])})
+    head += [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": head})
     await send({"type": "http.response.body", "body": body})
-
-
-async def service_error_handler(request: Request, exc: Exception) -> Response:
-    """Answer a ServiceError with its status and detail."""
-    assert isinstance(exc, ServiceError)
-    return error_response(exc.status_code, exc.detail, exc.headers)
-
-
-async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
-    """Last resort: log the bug, answer 500 in the same body shape without leaking internals."""
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal server error; the failure was logged")

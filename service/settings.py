@@ -22,7 +22,9 @@ PROVIDER_ALIASES = {
 class Settings(BaseSettings):
     """Everything the service can be told; each field is also an `AE_<FIELD>` environment variable."""
 
-    model_config = SettingsConfigDict(env_prefix="AE_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="AE_", extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
 
     models_dir: Path = DEFAULT_MODELS_DIR
     """Model repository root: `<models_dir>/<name>/<version>/metadata.json`. Default: the repository's
@@ -53,20 +55,62 @@ class Settings(BaseSettings):
     warm_up: bool = True
     """Run each graph once at start-up, before /readyz reports ready."""
 
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
-    """API keys, comma separated. When this or `api_keys_file` names any key, every endpoint except the
-    liveness and readiness probes, the UI page and the API docs needs `Authorization: Bearer <key>`
-    (401 without one, 403 with a wrong one). None: every endpoint is open."""
+    api_keys: Annotated[list[SecretStr] | None, NoDecode] = None
+    """API keys, comma separated. Once this or `api_keys_file` is set, every endpoint except the liveness and
+    readiness probes, the UI page and the API docs needs `Authorization: Bearer <key>` (401 without one, 403
+    with a wrong one), and a key source that holds no usable key (set but empty, say) refuses every request
+    with 503 rather than opening up. Neither set: every endpoint is open, but for the admin routes."""
 
     api_keys_file: Path | None = None
     """A file of API keys, one per line (blank lines and `#` comments skipped), read at start-up and again
-    on every reload (POST /admin/reload or SIGHUP), so keys can be rotated without a restart."""
+    on every reload (POST /admin/reload or SIGHUP), so keys can be rotated without a restart. An unreadable
+    or empty file refuses every request (but the probes) until a reload finds keys in it."""
+
+    admin_open: bool = False
+    """Serve the admin routes (POST /admin/reload) without API keys. Off: with no keys configured they answer
+    403, so that no one on the network can make the server reload."""
 
     public_metrics: bool = False
     """Serve /metrics without a key even when API keys are set (for a scraper inside a trusted network)."""
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Origins allowed to call the API from a browser, comma separated (`*` for any). Empty: CORS off."""
+
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    """Largest request line plus headers in bytes; more is answered 431 before any other check."""
+
+    max_headers: int = Field(default=100, ge=8)
+    """Most header fields in one request; more is answered 431."""
+
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """A connection must send a complete request line and headers within this many seconds of opening (or
+    of its request's first byte); otherwise it is answered 408 and closed (slow or idle clients hold no
+    socket)."""
+
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0)
+    """An idle keep-alive connection is closed after this many seconds without a new request."""
+
+    max_connections: int | None = Field(default=None, ge=1)
+    """Open HTTP connections per worker; one more is closed at once. Unset: the open-files limit (`ulimit
+    -n`) less a reserve of 128, so that the process never runs out of file descriptors."""
+
+    body_timeout_s: float = Field(default=5.0, gt=0)
+    """A request body must arrive within this many seconds plus one second per `min_body_rate` bytes;
+    otherwise it is answered 408 and the connection closed. Bodies are read before a request takes an
+    admission slot, so a slow sender holds no slot meanwhile."""
+
+    min_body_rate: int = Field(default=1024 * 1024, ge=1024)
+    """Bytes per second a client is expected to send its body at, at least (see `body_timeout_s`)."""
+
+    max_buffered_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    """Request bodies held in memory at once per worker (each counted by its Content-Length, or
+    AE_MAX_BODY_BYTES when it has none). A body that does not fit waits, unread, for up to
+    `queue_timeout_s`, then is answered 503. With `max_json_values` it bounds request memory: see
+    docs/reliability.md."""
+
+    max_json_values: int = Field(default=2 * 1024 * 1024, ge=1024)
+    """Most numbers and lists a JSON body may hold, counted on its bytes before it is parsed; more is
+    answered 413 (a body of a million empty lists would otherwise cost far more memory than its size)."""
 
     max_concurrency: int = Field(default=64, ge=1)
     """Requests one worker process works on at once; more wait in a queue. Health, readiness and metrics
@@ -84,6 +128,17 @@ class Settings(BaseSettings):
 
     retry_after_s: int = Field(default=1, ge=0)
     """The Retry-After value (seconds) sent with 503 overload answers."""
+
+    reload_min_interval_s: float = Field(default=1.0, ge=0)
+    """Reloads run at most once per this many seconds; reload requests in between wait for the next run and
+    share its answer (so hammering POST /admin/reload costs one rescan per interval)."""
+
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of the Open Inference Protocol over gRPC (`inference.GRPCInferenceService`); unset or 0: off.
+    `python -m service` sets it from --grpc-port (default 8081)."""
+
+    grpc_host: str = "127.0.0.1"
+    """Interface the gRPC server binds; `python -m service` sets it from --host."""
 
     drain_timeout_s: float = Field(default=30.0, gt=0)
     """On SIGTERM: how long to wait for requests in flight to finish before closing them anyway."""
@@ -124,3 +179,8 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @property
+    def keys_configured(self) -> bool:
+        """Whether any API key source is set (then requests need a key, and no usable key means refusal)."""
+        return self.api_keys is not None or self.api_keys_file is not None

@@ -10,14 +10,13 @@ piled up while the model (or the previous run) was busy. A fixed wait (`max_wait
 loop's timers have about 1 ms resolution, so it mostly adds dead time (see PERFORMANCE.md).
 
 Limits: a run takes at most `max_rows` rows (a call bigger than that runs on its own); at most `queue_rows`
-rows may wait, one more call is refused at once with `BatchQueueFullError`; a call still waiting when its
-`timeout_s` has passed is answered `BatchTimeoutError` instead of being run. Runs of up to
+rows may wait, one more call is refused at once; a call still waiting when its
+`timeout_s` has passed is refused instead of being run. Runs of up to
 `inline_max_rows` rows execute on the event loop (cheaper for sub-millisecond models); bigger ones on a
 worker thread, while new calls keep queueing.
 
-Errors (both 503 with Retry-After, defined in service.errors):
-BatchQueueFullError    the queue holds `queue_rows` rows already
-BatchTimeoutError      the call waited in the queue past its deadline
+Both refusals are `OverloadedError` (503 with Retry-After): the queue holds `queue_rows` rows already, or
+the call waited in the queue past its deadline.
 """
 
 from __future__ import annotations
@@ -59,7 +58,7 @@ class _Waiting:
     x: Float32Array  # (rows, width)
     future: asyncio.Future[Rows]
     deadline: float
-    """Event-loop time after which the call is answered BatchTimeoutError rather than run."""
+    """Event-loop time after which the call is refused rather than run."""
     rows: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -87,7 +86,7 @@ class MicroBatcher:
         self.queue_rows = queue_rows
         self.timeout_s = timeout_s
         self.inline_max_rows = inline_max_rows
-        self.retry_after = {"Retry-After": str(retry_after_s)}
+        self.retry_after_s = retry_after_s
         self.on_run = on_run
         self.runs = 0
         """Runs so far (each one model call)."""
@@ -105,7 +104,7 @@ class MicroBatcher:
             raise BatchQueueFullError(
                 f"the batching queue is full ({self._queued_rows} rows waiting, limit {self.queue_rows}: "
                 "AE_BATCH_QUEUE_ROWS); retry later",
-                headers=self.retry_after,
+                self.retry_after_s,
             )
         loop = asyncio.get_running_loop()
         deadline = math.inf if self.timeout_s is None else loop.time() + self.timeout_s
@@ -155,7 +154,7 @@ class MicroBatcher:
                     BatchTimeoutError(
                         f"the request waited over {self.timeout_s:g} s in the batching queue "
                         "(AE_BATCH_TIMEOUT_S) without being run; retry later",
-                        headers=self.retry_after,
+                        self.retry_after_s,
                     )
                 )
                 continue

@@ -51,7 +51,7 @@ class Scored:
     errors: Float32Array
     """(batch,) the chosen score per sample."""
     feature_errors: Float32Array | None
-    """(batch, input_dim) squared error per feature in the normalised space, when asked for."""
+    """(batch, *sample_shape) squared error per value in the normalised space, when asked for."""
 
 
 def _sha256(path: Path) -> str:
@@ -78,6 +78,8 @@ class OnnxModel:
         self.metadata = metadata
         self.requested_providers = list(providers) if providers else default_providers()
         self.input_dim = metadata.input_dim
+        self.sample_shape: tuple[int, ...] = tuple(metadata.sample_shape)
+        """One sample's shape as the graphs take it, after the batch axis."""
         self.latent_dim = metadata.latent_dim
         self.warmed = False
         options = ort.SessionOptions()
@@ -145,11 +147,15 @@ class OnnxModel:
         lacking = [o for o in required if o not in outputs]
         if lacking:
             raise ModelLoadError(f"{role} graph lacks required outputs {lacking} ({outputs} present)")
-        expected_dim = self.latent_dim if role == "decoder" else self.input_dim
+        expected = (self.latent_dim,) if role == "decoder" else self.sample_shape
         shape = session.get_inputs()[0].shape
-        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != expected_dim):
+        fixed = [d if isinstance(d, int) else None for d in shape[1:]]
+        if len(shape) != 1 + len(expected) or any(
+            f is not None and f != e for f, e in zip(fixed, expected, strict=False)
+        ):
+            dims = ", ".join(str(d) for d in expected)
             raise ModelLoadError(
-                f"{role} graph input {inputs[0]} has shape {shape}, metadata expects (batch, {expected_dim})"
+                f"{role} graph input {inputs[0]} has shape {shape}, metadata expects (batch, {dims})"
             )
 
     def _check_providers(self) -> None:
@@ -164,16 +170,21 @@ class OnnxModel:
 
     def warm_up(self) -> None:
         """Run every graph once on zeros and check the answers' shapes against the metadata."""
-        x = np.zeros((1, self.input_dim), dtype=np.float32)
+        x = np.zeros((1, *self.sample_shape), dtype=np.float32)
         encoded = self.encode(x)
         recon = self.decode(encoded.latent)
         outputs = self.run_model(x)
+        sample = (1, *self.sample_shape)
         checks = [
             ("encoder latent", encoded.latent.shape, (1, self.latent_dim)),
-            ("decoder reconstruction", recon.shape, (1, self.input_dim)),
-            ("model reconstruction", outputs["reconstruction"].shape, (1, self.input_dim)),
-            ("model feature_errors", outputs["feature_errors"].shape, (1, self.input_dim)),
+            ("decoder reconstruction", recon.shape, sample),
+            ("model reconstruction", outputs["reconstruction"].shape, sample),
+            ("model feature_errors", outputs["feature_errors"].shape, sample),
             ("model error", outputs["error"].shape, (1,)),
+        ]
+        checks += [
+            (f"model {self.metadata.score_output(s)}", outputs[self.metadata.score_output(s)].shape, (1,))
+            for s in self.metadata.scores
         ]
         for what, got, want in checks:
             if tuple(got) != want:
@@ -182,36 +193,37 @@ class OnnxModel:
 
     # --- inference ----------------------------------------------------------------------------------------
 
-    def _check(self, x: Float32Array, width: int, what: str) -> None:
-        if x.ndim != 2 or x.shape[1] != width:
+    def _check(self, x: Float32Array, shape: tuple[int, ...], what: str) -> None:
+        if x.ndim != 1 + len(shape) or tuple(x.shape[1:]) != shape:
+            dims = ", ".join(str(d) for d in shape)
             raise InvalidInputError(
-                f"{what} must have shape (batch, {width}) for model {self.metadata.name} "
+                f"{what} must have shape (batch, {dims}) for model {self.metadata.name} "
                 f"version {self.metadata.version}, got {tuple(x.shape)}"
             )
         if x.shape[0] == 0:
             raise InvalidInputError(f"{what} is an empty batch; expected at least one row")
 
     def encode(self, x: Float32Array) -> Encoded:
-        """x (batch, input_dim) raw features -> latent (batch, latent_dim) [+ log_var]."""
-        self._check(x, self.input_dim, "inputs")
+        """x (batch, *sample_shape) raw values -> latent (batch, latent_dim) [+ log_var]."""
+        self._check(x, self.sample_shape, "inputs")
         out = self._sessions["encoder"].run(self._encoder_out, {self._encoder_in: x})
         return Encoded(out[0], out[1] if self.has_log_var else None)
 
     def decode(self, z: Float32Array) -> Float32Array:
-        """z (batch, latent_dim) -> reconstruction (batch, input_dim) in raw units."""
-        self._check(z, self.latent_dim, "latents")
+        """z (batch, latent_dim) -> reconstruction (batch, *sample_shape) in raw units."""
+        self._check(z, (self.latent_dim,), "latents")
         result: Float32Array = self._sessions["decoder"].run(["reconstruction"], {self._decoder_in: z})[0]
         return result
 
     def denoise(self, x: Float32Array) -> Float32Array:
-        """x (batch, input_dim) -> reconstruction (batch, input_dim); for the VAE the decoded mean."""
-        self._check(x, self.input_dim, "inputs")
+        """x (batch, *sample_shape) -> reconstruction, same shape; for the VAE the decoded mean."""
+        self._check(x, self.sample_shape, "inputs")
         result: Float32Array = self._sessions["model"].run(["reconstruction"], {self._model_in: x})[0]
         return result
 
     def score(self, x: Float32Array, score: ScoreName | None = None, per_feature: bool = False) -> Scored:
-        """x (batch, input_dim) -> per-sample `score` (default the model's) from the fused graph."""
-        self._check(x, self.input_dim, "inputs")
+        """x (batch, *sample_shape) -> per-sample `score` (default the model's) from the fused graph."""
+        self._check(x, self.sample_shape, "inputs")
         name = score or self.metadata.default_score
         if name not in self.metadata.scores:
             raise InvalidInputError(
@@ -221,12 +233,16 @@ class OnnxModel:
         out = self._sessions["model"].run(wanted, {self._model_in: x})
         return Scored(out[0], out[1] if per_feature else None)
 
-    def run_model(self, x: Float32Array) -> dict[str, Float32Array]:
-        """x (batch, input_dim) -> every output of the fused graph by name."""
-        self._check(x, self.input_dim, "inputs")
-        return dict(
-            zip(self._model_outputs, self._sessions["model"].run(None, {self._model_in: x}), strict=True)
-        )
+    @property
+    def model_outputs(self) -> list[str]:
+        """The fused graph's outputs, in graph order."""
+        return list(self._model_outputs)
+
+    def run_model(self, x: Float32Array, outputs: Sequence[str] | None = None) -> dict[str, Float32Array]:
+        """x (batch, *sample_shape) -> the fused graph's `outputs` (default all) by name; only those run."""
+        self._check(x, self.sample_shape, "inputs")
+        names = list(outputs) if outputs is not None else self._model_outputs
+        return dict(zip(names, self._sessions["model"].run(names, {self._model_in: x}), strict=True))
 
     def sample(self, n: int, seed: int | None = None) -> Float32Array:
         """Decode n draws of z ~ N(0, I); the same seed gives the same samples. Generative models only."""

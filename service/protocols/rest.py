@@ -1,235 +1,134 @@
-"""The HTTP routes. Thin: parse (service.protocols.rest_codec), look up (registry), call the runtime, answer.
+"""The REST task routes: `/encode`, `/decode`, `/denoise`, `/reconstruction-error`, `/sample`.
 
-Tensor endpoints read the raw body themselves (no pydantic body parameter: that path is several times slower)
-and answer with orjson or binary bytes; their OpenAPI entries still document the typed request and answers.
-Models run directly on the event loop (they take microseconds; the threadpool costs more than it saves),
-except batches over AE_INLINE_MAX_ROWS rows, which go to a worker thread. With AE_BATCHING, concurrent
-requests to one model and operation coalesce into one run (service.core.batching). Routes that take only the
-request and answer a Response skip FastAPI's dependency solving (`TensorRoute`): per-request cost matters
-at batch 1, and they parse their own bodies anyway.
+Each only translates: read the body (JSON with `inputs` or `records`; a binary tensor, CSV or PNG with the
+other fields in the query string), build the core's `Call` (`service.core.inputs` shapes the input by the
+model's kind), run it through the executor, and answer the `Answer` as JSON, a binary tensor or PNG as Accept
+asks. The OpenAPI entries come from the request and answer types (`DocumentedRoute`); the binary and file
+alternatives are listed from the same tables the handlers use.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar, get_type_hints
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
-import onnxruntime as ort
-from fastapi import APIRouter, Request
-from fastapi.routing import APIRoute
+from fastapi import APIRouter
 from pydantic import BaseModel, ValidationError
-from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.responses import Response
 
-from service import __version__
-from service.contract import ScoreName
-from service.core.batching import BatcherPool, BatchLimits, Rows
-from service.core.calibration import choose_threshold
-from service.core.registry import LoadFailure, ModelRegistry, RegistrySnapshot
-from service.core.runtime import Float32Array, OnnxModel
-from service.errors import (
-    InvalidInputError,
-    ModelNotFoundError,
-    NotAcceptableError,
-    NotReadyError,
-    UnsupportedMediaTypeError,
-)
-from service.ops.metrics import CONTENT_TYPE_LATEST, MODEL_SCOPE_KEY, ServiceMetrics
-from service.ops.threads import ThreadPlan
-from service.protocols.rest_codec import (
+from service.core import images
+from service.core.inputs import Samples, check_rows, from_array, from_csv, from_records, latents_from_array
+from service.core.runtime import OnnxModel
+from service.core.tasks import TASKS, Answer, Call, Task
+from service.errors import InvalidInputError, NotAcceptableError
+from service.ops.metrics import MODEL_SCOPE_KEY
+from service.protocols import schemas
+from service.protocols.http_codec import (
     JSON,
     NPY,
+    PNG,
     RAW,
     SHAPE_HEADER,
-    TensorFormat,
-    check_rows,
+    AnswerFormat,
+    BodyFormat,
+    answer_format,
+    body_format,
     decode_tensor,
     dump_json,
     encode_tensor,
+    json_tensor,
+    numbers_only,
     parse_json_object,
     query_fields,
     read_body,
-    request_format,
-    response_format,
-    rows_to_array,
 )
-from service.protocols.schemas import (
-    DecodeParams,
-    DecodeRequest,
-    DecodeResponse,
-    DenoiseParams,
-    DenoiseRequest,
-    DenoiseResponse,
-    EncodeParams,
-    EncodeRequest,
-    EncodeResponse,
-    ErrorResponse,
-    HealthResponse,
-    InfoResponse,
-    ModelInfo,
-    ModelListResponse,
-    ModelVersionsResponse,
-    ReadinessResponse,
-    ReconstructionErrorParams,
-    ReconstructionErrorRequest,
-    ReconstructionErrorResponse,
-    SampleParams,
-    SampleRequest,
-    SampleResponse,
-)
-from service.settings import Settings
+from service.protocols.routing import DocumentedRoute, doc_stub
+from service.state import STATE_KEY, AppState
 
-__all__ = ["REQUEST_MODELS", "AppState", "TensorRoute", "router"]
+__all__ = ["ROUTES", "router", "validation_message"]
 
-P = TypeVar("P", bound=BaseModel)
-T = TypeVar("T")
+router = APIRouter()
 
 
 @dataclass(frozen=True)
-class AppState:
-    """What the lifespan hands to every request (as `request.state.ae`)."""
+class RestRoute:
+    """One task's REST route: its path, types, and the body and answer formats it takes."""
 
-    settings: Settings
-    registry: ModelRegistry
-    metrics: ServiceMetrics
-    thread_plan: ThreadPlan
-    batchers: BatcherPool | None = field(init=False)
-    """Micro-batchers per model and operation when AE_BATCHING is on, else None."""
-
-    def __post_init__(self) -> None:
-        s = self.settings
-        pool = None
-        if s.batching:
-            limits = BatchLimits(
-                max_rows=s.batch_max_rows,
-                max_wait_s=s.batch_max_wait_ms / 1000,
-                queue_rows=s.batch_queue_rows,
-                timeout_s=s.batch_timeout_s,
-                inline_max_rows=s.inline_max_rows,
-                retry_after_s=s.retry_after_s,
-            )
-            pool = BatcherPool(limits)
-        object.__setattr__(self, "batchers", pool)
+    path: str
+    task: str
+    params: type[BaseModel]
+    request: type[BaseModel]
+    response: type[BaseModel]
+    field: str | None
+    """The JSON tensor field (`inputs`, `latents`), None for a route without one."""
+    bodies: tuple[BodyFormat, ...]
+    answers: tuple[AnswerFormat, ...]
 
 
-def _operation_id(route: APIRoute) -> str:
-    return route.name
-
-
-class TensorRoute(APIRoute):
-    """An APIRoute that calls an `endpoint(request) -> Response` directly, without dependency solving or
-    response validation (nothing to solve or validate there); other endpoints are handled as usual."""
-
-    def get_route_handler(self) -> Callable[[Request], Any]:
-        handler = super().get_route_handler()
-        d = self.dependant
-        plain = (
-            d.request_param_name is not None
-            and not (d.path_params or d.query_params or d.header_params or d.cookie_params)
-            and not (d.body_params or d.dependencies)
-        )
-        returns = get_type_hints(self.endpoint).get("return")
-        if not (plain and isinstance(returns, type) and issubclass(returns, Response)):
-            return handler
-        endpoint: Callable[[Request], Any] = self.endpoint
-        return endpoint
-
-
-router = APIRouter(generate_unique_id_function=_operation_id, route_class=TensorRoute)
-
-# Request models the OpenAPI schema shows without any route taking them as a pydantic body.
-REQUEST_MODELS: list[type[BaseModel]] = [
-    EncodeRequest,
-    DecodeRequest,
-    DenoiseRequest,
-    ReconstructionErrorRequest,
-    SampleRequest,
+_SAMPLE_BODIES: tuple[BodyFormat, ...] = ("json", "npy", "raw", "csv", "png", "multipart")
+ROUTES = [
+    RestRoute(
+        "/encode",
+        "encode",
+        schemas.EncodeParams,
+        schemas.EncodeRequest,
+        schemas.EncodeResponse,
+        "inputs",
+        _SAMPLE_BODIES,
+        ("json", "npy", "raw"),
+    ),
+    RestRoute(
+        "/decode",
+        "decode",
+        schemas.DecodeParams,
+        schemas.DecodeRequest,
+        schemas.DecodeResponse,
+        "latents",
+        ("json", "npy", "raw"),
+        ("json", "npy", "raw", "png"),
+    ),
+    RestRoute(
+        "/denoise",
+        "denoise",
+        schemas.DenoiseParams,
+        schemas.DenoiseRequest,
+        schemas.DenoiseResponse,
+        "inputs",
+        _SAMPLE_BODIES,
+        ("json", "npy", "raw", "png"),
+    ),
+    RestRoute(
+        "/reconstruction-error",
+        "reconstruction_error",
+        schemas.ReconstructionErrorParams,
+        schemas.ReconstructionErrorRequest,
+        schemas.ReconstructionErrorResponse,
+        "inputs",
+        _SAMPLE_BODIES,
+        ("json", "npy", "raw", "png"),
+    ),
+    RestRoute(
+        "/sample",
+        "sample",
+        schemas.SampleParams,
+        schemas.SampleRequest,
+        schemas.SampleResponse,
+        None,
+        ("json",),
+        ("json", "npy", "raw", "png"),
+    ),
 ]
-
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
-
-
-def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    descriptions = {
-        400: "Malformed JSON, or a binary tensor that cannot be read.",
-        404: "Unknown model or version; the message names the available ones.",
-        406: "Accept names no answer type the service can give.",
-        413: "Body over AE_MAX_BODY_BYTES, or more rows than AE_MAX_BATCH_ROWS.",
-        415: "Content-Type is not application/json, application/x-npy or application/octet-stream.",
-        422: "Invalid input: wrong row length, ragged rows, empty batch, NaN or infinity, non-numbers, "
-        "or a bad field.",
-        503: "The model exists but failed to load.",
-    }
-    return {code: {"model": ErrorResponse, "description": descriptions[code]} for code in codes}
-
-
-def _tensor_doc(request_model: type[BaseModel], params: type[BaseModel], field: str | None) -> dict[str, Any]:
-    """openapi_extra: the typed JSON body, the binary alternatives, and the query parameters binary uses."""
-    content: dict[str, Any] = {JSON: {"schema": {"$ref": f"#/components/schemas/{request_model.__name__}"}}}
-    parameters: list[dict[str, Any]] = []
-
-    def need(required: bool) -> str:
-        return "required" if required else "optional"
-
-    if field is not None:
-        content[NPY] = _BINARY
-        content[RAW] = _BINARY
-        properties = params.model_json_schema()["properties"]
-        for name, info in params.model_fields.items():
-            parameters.append(
-                {
-                    "name": name,
-                    "in": "query",
-                    "required": False,
-                    "schema": {
-                        k: v for k, v in properties[name].items() if k not in {"description", "examples"}
-                    },
-                    "description": f"Binary bodies only ({need(info.is_required())}): {info.description}",
-                }
-            )
-        parameters.append(
-            {
-                "name": SHAPE_HEADER,
-                "in": "header",
-                "required": False,
-                "schema": {"type": "string", "pattern": r"^\d+(,\d+)*$"},
-                "description": f"Shape of a {RAW} body, e.g. `4,64`: little-endian float32, row-major.",
-            }
-        )
-    description = (
-        f"JSON ({request_model.__name__}), or for `{field}` a binary tensor ({NPY}, or raw little-endian "
-        f"float32 as {RAW} with {SHAPE_HEADER}) with the other fields in the query string. "
-        "A missing Content-Type is read as JSON."
-        if field
-        else f"JSON ({request_model.__name__}); a missing Content-Type is read as JSON."
-    )
-    extra: dict[str, Any] = {
-        "requestBody": {"required": True, "description": description, "content": content}
-    }
-    if parameters:
-        extra["parameters"] = parameters
-    return extra
-
-
-def _binary_answer(what: str) -> dict[int | str, dict[str, Any]]:
-    return {
-        200: {
-            "description": f"JSON, or with Accept {NPY} / {RAW} the `{what}` tensor alone as binary "
-            f"({RAW} carries its shape in {SHAPE_HEADER}).",
-            "content": {NPY: _BINARY, RAW: _BINARY},
-        }
-    }
 
 
 def _state(request: Request) -> AppState:
-    state: AppState = request.scope["state"]["ae"]
+    state: AppState = request.scope["state"][STATE_KEY]
     return state
 
 
-def _validation_message(exc: ValidationError) -> str:
+def validation_message(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
@@ -240,377 +139,241 @@ def _validation_message(exc: ValidationError) -> str:
         elif not loc:
             parts.append(str(err["msg"]).removeprefix("Value error, "))
         else:
-            parts.append(f"{loc}: {err['msg']} (got {err.get('input')!r})")
+            parts.append(f"{loc}: {err['msg']} (got {err.get('input')!r:.80})")
     return "; ".join(parts)
 
 
-def _validate(params: type[P], data: dict[str, Any], strict: bool) -> P:
+def _validate(params: type[BaseModel], data: dict[str, Any], strict: bool) -> Any:
     try:
         return params.model_validate(data, strict=strict)
     except ValidationError as exc:
-        raise InvalidInputError(_validation_message(exc)) from None
+        raise InvalidInputError(validation_message(exc)) from None
 
 
-@dataclass(frozen=True)
-class _Call:
-    """A parsed tensor request: its state, fields, model, batch and answer format."""
-
-    state: AppState
-    params: Any
-    model: OnnxModel
-    x: Float32Array
-    answer: TensorFormat
-
-
-async def _parse(
-    request: Request, params_cls: type[BaseModel], field: str, width: Callable[[OnnxModel], int]
-) -> _Call:
-    state = _state(request)
-    fmt = request_format(request.headers.get("content-type"))
-    answer = response_format(request.headers.get("accept"))
-    body = await read_body(request, state.settings.max_body_bytes)
-    max_rows = state.settings.max_batch_rows
-    if fmt == "json":
-        obj = parse_json_object(body)
-        rows = obj.pop(field, None)
-        params = _validate(params_cls, obj, strict=True)
-    else:
-        params = _validate(params_cls, query_fields(request.scope), strict=False)
-    model = state.registry.get(params.model, params.version)  # type: ignore[attr-defined]
-    request.scope[MODEL_SCOPE_KEY] = model.metadata.name
-    if fmt == "json":
-        x = rows_to_array(rows, field, width(model), max_rows, body, obj)
-    else:
-        x = decode_tensor(body, fmt, request.headers.get(SHAPE_HEADER), field, width(model), max_rows)
-    return _Call(state, params, model, x, answer)
+def _samples(
+    route: RestRoute,
+    task: Task[Any],
+    model: OnnxModel,
+    fmt: BodyFormat,
+    body: bytes,
+    request: Request,
+    json_parts: tuple[Any, Any, bool] | None,
+    max_rows: int,
+) -> Samples:
+    """The request's input as the core's Samples, by its body format."""
+    field = route.field or "inputs"
+    build = latents_from_array if task.takes == "latents" else from_array
+    if json_parts is not None:
+        tensor, records, fast = json_parts
+        if records is not None and tensor is None and task.takes == "samples":
+            return from_records(model, records, "records", max_rows)
+        return build(model, json_tensor(tensor, field, fast), field, max_rows)
+    if fmt in ("npy", "raw"):
+        arr = decode_tensor(body, fmt, request.headers.get(SHAPE_HEADER), field)
+        return build(model, arr, field, max_rows)
+    if fmt == "csv":
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInputError("the CSV body is not UTF-8 text") from None
+        return from_csv(model, text, max_rows)
+    files = [body] if fmt == "png" else images.multipart_files(body, request.headers.get("content-type", ""))
+    resize = request.query_params.get("resize", "false").lower() in ("1", "true", "yes")
+    return images.from_png(model, files, resize, max_rows)
 
 
-async def _run(
-    state: AppState, model: OnnxModel, endpoint: str, rows: int, fn: Callable[..., T], *args: Any
-) -> T:
-    """Run a model call of `rows` rows inline, or on a worker thread for a big batch; record its time and
-    rows."""
-    start = time.perf_counter()
-    if rows <= state.settings.inline_max_rows:
-        result = fn(*args)
-    else:
-        result = await run_in_threadpool(fn, *args)
-    state.metrics.observe_model_call(endpoint, model.metadata.name, rows, time.perf_counter() - start)
-    return result
-
-
-async def _run_rows(
-    call: _Call, endpoint: str, operation: str, fn: Callable[[OnnxModel, Float32Array], Rows]
-) -> Rows:
-    """Run a row-wise model call: through the micro-batcher when batching is on, else as `_run` does.
-
-    `operation` names what `fn` computes, so that only calls with the same meaning share a run."""
-    pool = call.state.batchers
-    if pool is None:
-        return await _run(call.state, call.model, endpoint, int(call.x.shape[0]), fn, call.model, call.x)
-    metrics, name = call.state.metrics, call.model.metadata.name
-
-    def observe(rows: int, seconds: float) -> None:
-        metrics.observe_model_call(endpoint, name, rows, seconds)
-
-    return await pool.get(call.model, operation, fn, observe).submit(call.x)
-
-
-def _encode_rows(model: OnnxModel, x: Float32Array) -> Rows:
-    encoded = model.encode(x)
-    return encoded.latent, encoded.log_var
-
-
-def _decode_rows(model: OnnxModel, z: Float32Array) -> Rows:
-    return (model.decode(z),)
-
-
-def _denoise_rows(model: OnnxModel, x: Float32Array) -> Rows:
-    return (model.denoise(x),)
-
-
-def _score_rows(score: ScoreName, per_feature: bool) -> Callable[[OnnxModel, Float32Array], Rows]:
-    def run(model: OnnxModel, x: Float32Array) -> Rows:
-        scored = model.score(x, score, per_feature)
-        return scored.errors, scored.feature_errors
-
-    return run
-
-
-def _answer(
-    model: OnnxModel, fmt: TensorFormat, payload: dict[str, Any], tensor: np.ndarray[Any, Any], **headers: str
-) -> Response:
-    """`payload` as JSON, or for a binary `fmt` the `tensor` alone with the payload's facts as headers."""
-    meta = model.metadata
-    if fmt == "json":
-        return Response(dump_json(payload), media_type=JSON)
-    body, tensor_headers = encode_tensor(tensor, fmt)
-    all_headers = {"X-Model": meta.name, "X-Model-Version": str(meta.version), **tensor_headers, **headers}
-    return Response(body, media_type=NPY if fmt == "npy" else RAW, headers=all_headers)
-
-
-def _input_dim(model: OnnxModel) -> int:
-    return model.input_dim
-
-
-def _latent_dim(model: OnnxModel) -> int:
-    return model.latent_dim
-
-
-_TENSOR_ERRORS = _errors(400, 404, 406, 413, 415, 422, 503)
-
-
-@router.post(
-    "/encode",
-    tags=["inference"],
-    response_model=EncodeResponse,
-    responses={**_binary_answer("latents"), **_TENSOR_ERRORS},
-    openapi_extra=_tensor_doc(EncodeRequest, EncodeParams, "inputs"),
-)
-async def encode(request: Request) -> Response:
-    """Encode feature vectors into latents (for a vae: the mean, plus log_var)."""
-    call = await _parse(request, EncodeParams, "inputs", _input_dim)
-    latent, log_var = await _run_rows(call, "encode", "encode", _encode_rows)
-    assert latent is not None
-    meta = call.model.metadata
-    payload: dict[str, Any] = {"model": meta.name, "version": meta.version, "latents": latent}
-    if log_var is not None:
-        payload["log_var"] = log_var
-    return _answer(call.model, call.answer, payload, latent)
-
-
-@router.post(
-    "/decode",
-    tags=["inference"],
-    response_model=DecodeResponse,
-    responses={**_binary_answer("outputs"), **_TENSOR_ERRORS},
-    openapi_extra=_tensor_doc(DecodeRequest, DecodeParams, "latents"),
-)
-async def decode(request: Request) -> Response:
-    """Decode latents into feature vectors (raw units)."""
-    call = await _parse(request, DecodeParams, "latents", _latent_dim)
-    (outputs,) = await _run_rows(call, "decode", "decode", _decode_rows)
-    assert outputs is not None
-    meta = call.model.metadata
-    payload = {"model": meta.name, "version": meta.version, "outputs": outputs}
-    return _answer(call.model, call.answer, payload, outputs)
-
-
-@router.post(
-    "/denoise",
-    tags=["inference"],
-    response_model=DenoiseResponse,
-    responses={**_binary_answer("outputs"), **_TENSOR_ERRORS},
-    openapi_extra=_tensor_doc(DenoiseRequest, DenoiseParams, "inputs"),
-)
-async def denoise(request: Request) -> Response:
-    """Reconstruct feature vectors (denoising model: the clean estimate; vae: the decoded mean)."""
-    call = await _parse(request, DenoiseParams, "inputs", _input_dim)
-    (outputs,) = await _run_rows(call, "denoise", "denoise", _denoise_rows)
-    assert outputs is not None
-    meta = call.model.metadata
-    payload = {"model": meta.name, "version": meta.version, "outputs": outputs}
-    return _answer(call.model, call.answer, payload, outputs)
-
-
-@router.post(
-    "/reconstruction-error",
-    tags=["inference"],
-    response_model=ReconstructionErrorResponse,
-    response_model_exclude_none=True,
-    responses={**_binary_answer("errors"), **_TENSOR_ERRORS},
-    openapi_extra=_tensor_doc(ReconstructionErrorRequest, ReconstructionErrorParams, "inputs"),
-)
-async def reconstruction_error(request: Request) -> Response:
-    """Score samples by reconstruction error and flag those above the threshold as anomalies."""
-    call = await _parse(request, ReconstructionErrorParams, "inputs", _input_dim)
-    params: ReconstructionErrorParams = call.params
-    meta = call.model.metadata
-    if params.per_feature and call.answer != "json":
-        raise NotAcceptableError("per_feature answers are JSON only; send Accept: application/json")
-    score = params.score or meta.default_score
-    if score not in meta.scores:
-        raise InvalidInputError(
-            f"model {meta.name} version {meta.version} has no score {score!r}; expected one of {meta.scores}"
-        )
-    choice = choose_threshold(meta, score, params.threshold, params.false_alarm_rate)
-    operation = f"score:{score}:{params.per_feature}"
-    errors, feature_errors = await _run_rows(
-        call, "reconstruction_error", operation, _score_rows(score, params.per_feature)
-    )
-    assert errors is not None
-    no_threshold = choice.threshold is None
-    anomalies = np.zeros(errors.shape, dtype=bool) if no_threshold else errors > choice.threshold  # (batch,)
-    payload: dict[str, Any] = {
-        "model": meta.name,
-        "version": meta.version,
-        "score": score,
-        "errors": errors,
-        "threshold": choice.threshold,
-        "threshold_source": choice.source,
-        "false_alarm_rate": choice.false_alarm_rate,
-        "anomalies": anomalies,
-    }
-    if feature_errors is not None:
-        payload["feature_errors"] = feature_errors
-    headers: dict[str, str] = {"X-Score": score}
-    if choice.threshold is not None:
-        headers["X-Threshold"] = repr(choice.threshold)
-        headers["X-Threshold-Source"] = str(choice.source)
-    if choice.false_alarm_rate is not None:
-        headers["X-False-Alarm-Rate"] = repr(choice.false_alarm_rate)
-    return _answer(call.model, call.answer, payload, errors, **headers)
-
-
-@router.post(
-    "/sample",
-    tags=["inference"],
-    response_model=SampleResponse,
-    responses={**_binary_answer("outputs"), **_errors(400, 404, 406, 413, 415, 422, 503)},
-    openapi_extra=_tensor_doc(SampleRequest, SampleParams, None),
-)
-async def sample(request: Request) -> Response:
-    """Generate samples by decoding z ~ N(0, I) (generative models only; `seed` makes it reproducible)."""
-    state = _state(request)
-    content_type = request.headers.get("content-type")
-    if request_format(content_type) != "json":
-        raise UnsupportedMediaTypeError(f"/sample takes a JSON body, got Content-Type {content_type!r}")
-    answer = response_format(request.headers.get("accept"))
-    params = _validate(
-        SampleParams, parse_json_object(await read_body(request, state.settings.max_body_bytes)), True
-    )
-    model = state.registry.get(params.model, params.version)
-    request.scope[MODEL_SCOPE_KEY] = model.metadata.name
-    check_rows(params.n, "n", state.settings.max_batch_rows)
-    outputs = await _run(state, model, "sample", params.n, model.sample, params.n, params.seed)
-    meta = model.metadata
-    return _answer(model, answer, {"model": meta.name, "version": meta.version, "outputs": outputs}, outputs)
-
-
-def _model_info(model: OnnxModel) -> ModelInfo:
-    meta = model.metadata
-    return ModelInfo(
-        name=meta.name,
-        version=meta.version,
-        status="ready",
-        variant=meta.variant,
-        input_dim=meta.input_dim,
-        latent_dim=meta.latent_dim,
-        kind=meta.kind,
-        architecture=meta.architecture,
-        input_shape=meta.sample_shape,
-        feature_names=meta.feature_names,
-        series=meta.series,
-        image=meta.image,
-        generative=meta.generative,
-        providers=model.providers["model"],
-        metrics=meta.metrics,
-        scores=meta.scores,
-        default_score=meta.default_score,
-        calibration=meta.calibration,
-        data=meta.data,
-        created_at=meta.created_at,
-    )
-
-
-def _failure_info(failure: LoadFailure) -> ModelInfo:
-    meta = failure.metadata
-    info = ModelInfo(name=failure.name, version=failure.version, status="failed", error=failure.error)
-    if meta is None:
-        return info
-    return info.model_copy(
-        update={
-            "variant": meta.variant,
-            "input_dim": meta.input_dim,
-            "latent_dim": meta.latent_dim,
-            "kind": meta.kind,
-            "architecture": meta.architecture,
-            "input_shape": meta.sample_shape,
-            "feature_names": meta.feature_names,
-            "series": meta.series,
-            "image": meta.image,
-            "generative": meta.generative,
-            "metrics": meta.metrics,
-            "scores": meta.scores,
-            "default_score": meta.default_score,
-            "calibration": meta.calibration,
-            "data": meta.data,
-            "created_at": meta.created_at,
-        }
-    )
-
-
-def _all_infos(snapshot: RegistrySnapshot) -> list[ModelInfo]:
-    infos = [_model_info(m) for m in snapshot.all_models()] + [_failure_info(f) for f in snapshot.failures]
-    return sorted(infos, key=lambda i: (i.name, i.version or 0))
-
-
-@router.get("/models", tags=["models"], response_model=ModelListResponse)
-async def list_models(request: Request) -> ModelListResponse:
-    """Every model version found: its metadata, providers and calibration, or why it failed to load."""
-    return ModelListResponse(models=_all_infos(_state(request).registry.snapshot))
-
-
-@router.get("/models/{name}", tags=["models"], response_model=ModelVersionsResponse, responses=_errors(404))
-async def get_model(name: str, request: Request) -> ModelVersionsResponse:
-    """Every version of one model."""
-    snapshot = _state(request).registry.snapshot  # one snapshot throughout, whatever a reload swaps in
-    versions = [i for i in _all_infos(snapshot) if i.name == name]
-    if not versions:
-        available = ", ".join(snapshot.names()) or "none"
-        raise ModelNotFoundError(f"unknown model {name!r}; available models: {available}")
-    loaded = snapshot.versions(name)
-    return ModelVersionsResponse(name=name, latest=max(loaded) if loaded else None, versions=versions)
-
-
-@router.get("/healthz", tags=["health"], response_model=HealthResponse)
-async def healthz() -> HealthResponse:
-    """The process is alive."""
-    return HealthResponse(status="ok")
-
-
-@router.get(
-    "/readyz",
-    tags=["health"],
-    response_model=ReadinessResponse,
-    responses={
-        503: {"model": ErrorResponse, "description": "Some model is not loaded or warmed; says which."}
-    },
-)
-async def readyz(request: Request) -> ReadinessResponse:
-    """Every model is loaded, warmed, and on the providers asked for."""
-    snapshot = _state(request).registry.snapshot
-    problems = snapshot.problems()
-    if problems:
-        raise NotReadyError("not ready: " + "; ".join(problems))
-    return ReadinessResponse(status="ready", models=len(snapshot.all_models()))
-
-
-@router.get(
-    "/metrics",
-    tags=["health"],
-    response_class=Response,
-    responses={200: {"description": "Prometheus text exposition.", "content": {CONTENT_TYPE_LATEST: {}}}},
-)
-async def metrics(request: Request) -> Response:
-    """Prometheus metrics."""
-    return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-
-@router.get("/info", tags=["health"], response_model=InfoResponse)
-async def info(request: Request) -> InfoResponse:
-    """Service metadata: version, model repository, providers, thread plan, request limits."""
+async def _parse(request: Request, route: RestRoute, task: Task[Any]) -> tuple[Call[Any], AnswerFormat]:
     state = _state(request)
     settings = state.settings
-    return InfoResponse(
-        version=__version__,
-        models_dir=str(settings.models_dir),
-        available_providers=ort.get_available_providers(),
-        requested_providers=settings.providers,
-        thread_plan=state.thread_plan.as_dict(),
-        limits={
-            "max_batch_rows": settings.max_batch_rows,
-            "max_body_bytes": settings.max_body_bytes,
-            "inline_max_rows": settings.inline_max_rows,
-        },
+    headers = request.headers
+    fmt = body_format(headers.get("content-type"), route.bodies)
+    answer = answer_format(headers.get("accept"), route.answers)
+    body = await read_body(request, settings.max_body_bytes)
+    json_parts = None
+    if fmt == "json":
+        obj = parse_json_object(body, settings.max_json_values)
+        tensor = obj.pop(route.field, None) if route.field else None
+        records = obj.pop("records", None) if task.takes == "samples" else None
+        params = _validate(route.params, obj, strict=True)
+        rest = {**obj, route.field: 0} if route.field else obj
+        json_parts = (tensor, records, route.field is not None and numbers_only(body, rest))
+    else:
+        params = _validate(route.params, query_fields(request.scope), strict=False)
+    model = state.registry.get(params.model, params.version)
+    request.scope[MODEL_SCOPE_KEY] = model.metadata.name
+    if task.takes == "nothing":
+        check_rows(params.n, "n", settings.max_batch_rows)
+        return Call(task, model, params), answer
+    samples = _samples(route, task, model, fmt, body, request, json_parts, settings.max_batch_rows)
+    return Call(task, model, params, samples), answer
+
+
+# --- answers ----------------------------------------------------------------------------------------------
+
+_KEYED = ("outputs", "feature_errors")
+"""Per-value tensors answered as records (keyed by column name) when the request sent named columns."""
+_FACT_HEADERS = {
+    "score": "X-Score",
+    "threshold": "X-Threshold",
+    "threshold_source": "X-Threshold-Source",
+    "false_alarm_rate": "X-False-Alarm-Rate",
+}
+
+
+def _keyed(values: np.ndarray[Any, Any], names: tuple[str, ...]) -> list[dict[str, float]]:
+    return [dict(zip(names, row, strict=True)) for row in values.tolist()]
+
+
+def _json_answer(answer: Answer) -> Response:
+    payload: dict[str, Any] = {"model": answer.model, "version": answer.version, **answer.facts}
+    for name, values in answer.tensors.items():
+        keyed = answer.names is not None and name in _KEYED and values.shape[-1] == len(answer.names)
+        payload[name] = _keyed(values, answer.names) if keyed else values  # type: ignore[arg-type]
+    return Response(dump_json(payload), media_type=JSON)
+
+
+def _binary_answer(answer: Answer, fmt: AnswerFormat) -> Response:
+    body, tensor_headers = encode_tensor(answer.tensors[answer.primary], fmt)  # type: ignore[arg-type]
+    headers = {"X-Model": answer.model, "X-Model-Version": str(answer.version), **tensor_headers}
+    for fact, header in _FACT_HEADERS.items():
+        value = answer.facts.get(fact)
+        if value is not None:
+            headers[header] = value if isinstance(value, str) else repr(value)
+    return Response(body, media_type=NPY if fmt == "npy" else RAW, headers=headers)
+
+
+_BOUNDARY = "ae-image-boundary"
+
+
+def _png_answer(call: Call[Any], answer: Answer) -> Response:
+    """One PNG, or several as multipart/mixed."""
+    files = images.answer_pngs(call, answer)
+    headers = {"X-Model": answer.model, "X-Model-Version": str(answer.version)}
+    if len(files) == 1:
+        return Response(files[0], media_type=PNG, headers=headers)
+    parts = [
+        f'--{_BOUNDARY}\r\nContent-Type: {PNG}\r\nContent-Disposition: inline; name="{i}"\r\n\r\n'.encode()
+        + data
+        + b"\r\n"
+        for i, data in enumerate(files)
+    ]
+    body = b"".join(parts) + f"--{_BOUNDARY}--\r\n".encode()
+    return Response(body, media_type=f"multipart/mixed; boundary={_BOUNDARY}", headers=headers)
+
+
+def _render(call: Call[Any], answer: Answer, fmt: AnswerFormat) -> Response:
+    if fmt == "json":
+        return _json_answer(answer)
+    if fmt == "png":
+        return _png_answer(call, answer)
+    return _binary_answer(answer, fmt)
+
+
+def _handler(route: RestRoute) -> Callable[[Request], Any]:
+    task = TASKS[route.task]
+
+    async def handle(request: Request) -> Response:
+        call, fmt = await _parse(request, route, task)
+        per_feature = getattr(call.options, "per_feature", False)
+        if fmt in ("npy", "raw") and per_feature:
+            raise NotAcceptableError("per_feature answers are JSON only; send Accept: application/json")
+        if fmt == "png" and task.name == "reconstruction_error" and not per_feature:
+            # A PNG answer to a score is its error map, which needs each pixel's error.
+            call = replace(call, options=call.options.model_copy(update={"per_feature": True}))
+        answer = await _state(request).executor.run(call)
+        return _render(call, answer, fmt)
+
+    return handle
+
+
+# --- OpenAPI: the binary and file alternatives, from the same tables --------------------------------------
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_BODY_MEDIA = {"npy": NPY, "raw": RAW, "csv": "text/csv", "png": PNG, "multipart": "multipart/form-data"}
+_ANSWER_MEDIA = {"npy": NPY, "raw": RAW, "png": PNG}
+_ERRORS = {
+    400: "Malformed JSON, or a binary tensor or file that cannot be read.",
+    401: "No API key (when keys are configured).",
+    403: "A wrong API key.",
+    404: "Unknown model or version; the message names the available ones.",
+    406: "Accept names no answer type the route can give.",
+    408: "The body did not arrive in time (AE_BODY_TIMEOUT_S).",
+    413: "Body over AE_MAX_BODY_BYTES, more rows than AE_MAX_BATCH_ROWS, or more values than "
+    "AE_MAX_JSON_VALUES.",
+    415: "A Content-Type or Content-Encoding the route does not take.",
+    422: "Invalid input: wrong shape, ragged rows, empty batch, NaN or infinity, non-numbers, unknown or "
+    "missing columns, or a bad field.",
+    503: "The model failed to load, or the server is overloaded (with Retry-After).",
+    504: "The request ran past AE_REQUEST_TIMEOUT_S.",
+}
+
+
+def _openapi_extra(route: RestRoute) -> dict[str, Any]:
+    binary = [f for f in route.bodies if f != "json"]
+    if not binary:
+        return {}
+    content = {_BODY_MEDIA[f]: _BINARY for f in binary}
+    properties = route.params.model_json_schema()["properties"]
+    parameters: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": {k: v for k, v in properties[name].items() if k not in {"description", "examples"}},
+            "description": f"Binary and file bodies only "
+            f"({'required' if info.is_required() else 'optional'}): {info.description}",
+        }
+        for name, info in route.params.model_fields.items()
+    ]
+    parameters.append(
+        {
+            "name": SHAPE_HEADER,
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "pattern": r"^\d+(,\d+){0,3}$"},
+            "description": f"Shape of a {RAW} body, e.g. `4,64`: little-endian float32, row-major.",
+        }
+    )
+    if "png" in route.bodies:
+        parameters.append(
+            {
+                "name": "resize",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "boolean", "default": False},
+                "description": "PNG bodies: resize images to the model's size instead of refusing them.",
+            }
+        )
+    return {"requestBody": {"content": content}, "parameters": parameters}
+
+
+def _responses(route: RestRoute) -> dict[int | str, dict[str, Any]]:
+    media = {_ANSWER_MEDIA[f]: _BINARY for f in route.answers if f != "json"}
+    answers: dict[int | str, dict[str, Any]] = {
+        200: {
+            "description": "JSON, or as Accept asks the first tensor alone as binary (raw float32 carries "
+            f"its shape in {SHAPE_HEADER}) or images as PNG (several: multipart/mixed).",
+            "content": media,
+        }
+    }
+    return answers | {
+        code: {"model": schemas.ErrorResponse, "description": text} for code, text in _ERRORS.items()
+    }
+
+
+for _route in ROUTES:
+    _task = TASKS[_route.task]
+    router.routes.append(
+        DocumentedRoute(
+            _route.path,
+            doc_stub(_route.task, _task.doc, _route.response, body=_route.request),
+            handler=_handler(_route),
+            methods=["POST"],
+            tags=["inference"],
+            response_model=_route.response,
+            response_model_exclude_none=True,
+            responses=_responses(_route),
+            openapi_extra=_openapi_extra(_route),
+            generate_unique_id_function=lambda route: route.name,
+        )
     )

@@ -1,7 +1,7 @@
 """HTTP request and response models. They document the API (OpenAPI) and validate the non-tensor fields.
 
 The tensor fields (`inputs`, `latents`) are not validated by pydantic at request time: the codec parses them
-straight into numpy (see `service.protocols.rest_codec`). Each `<Verb>Params` model holds a request's other
+straight into numpy (see `service.protocols.http_codec`). Each `<Verb>Params` model holds a request's other
 fields and is what the routes validate; `<Verb>Request` adds the tensor field and is what the OpenAPI schema
 shows.
 """
@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from service.contract import DataSummary, ImageSpec, ScoreCalibration, ScoreName, SeriesSpec
+from service.core.tasks import NoOptions, SampleOptions, ScoreOptions
 
 __all__ = [
     "DecodeParams",
@@ -30,6 +31,7 @@ __all__ = [
     "InfoResponse",
     "ModelInfo",
     "ModelListResponse",
+    "ModelRef",
     "ModelVersionsResponse",
     "ReadinessResponse",
     "ReconstructionErrorParams",
@@ -41,10 +43,23 @@ __all__ = [
 ]
 
 Rows = list[list[float]]
+Tensor = list[Any]
+"""Nested lists of numbers: rows (batch, features), images (batch, height, width) or (batch, channels,
+height, width), one series (steps, channels), or windows (batch, window, channels)."""
+Records = list[dict[str, Any]]
 _EXAMPLE_ROWS: list[JsonValue] = [[0.0, 1.5, 3.0, 4.5], [0.5, 1.0, 2.0, 4.0]]
+_INPUTS = (
+    "Raw samples: rows (batch, features); for an image model also (batch, height, width) or (batch, "
+    "channels, height, width); for a series model one series (steps, channels), cut into windows by the "
+    "service, or windows (batch, window, channels). Answers come back in the same layout."
+)
+_RECORDS = (
+    "Instead of `inputs`, for a model with column names: one object per row (or per time step), keyed by "
+    "column name in any order; a missing or unknown name is refused, naming it."
+)
 
 
-class _Params(BaseModel):
+class ModelRef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(description="Model name, as listed by GET /models.", examples=["digits-plain"])
@@ -53,24 +68,25 @@ class _Params(BaseModel):
     )
 
 
-class EncodeParams(_Params):
+class EncodeParams(ModelRef, NoOptions):
     pass
 
 
 class EncodeRequest(EncodeParams):
-    """Encode a batch of feature vectors into the latent space."""
+    """Encode a batch of samples into the latent space."""
 
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"model": "digits-plain", "inputs": _EXAMPLE_ROWS}]}
     )
 
-    inputs: Rows = Field(description="A batch of raw feature vectors, each of the model's input_dim numbers.")
+    inputs: Tensor | None = Field(default=None, description=_INPUTS)
+    records: Records | None = Field(default=None, description=_RECORDS)
 
 
 class EncodeResponse(BaseModel):
     model: str
     version: int
-    latents: Rows = Field(description="(batch, latent_dim); for a vae, the posterior mean.")
+    latents: Rows = Field(description="(batch, latent_dim), one per window for a series; for a vae the mean.")
     log_var: Rows | None = Field(
         default=None, description="(batch, latent_dim) posterior log-variance; present for a vae only."
     )
@@ -80,12 +96,12 @@ class EncodeResponse(BaseModel):
     )
 
 
-class DecodeParams(_Params):
+class DecodeParams(ModelRef, NoOptions):
     pass
 
 
 class DecodeRequest(DecodeParams):
-    """Decode a batch of latent vectors into feature space."""
+    """Decode a batch of latent vectors into samples."""
 
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"model": "digits-plain", "latents": [[0.1, -0.3]]}]}
@@ -97,14 +113,14 @@ class DecodeRequest(DecodeParams):
 class DecodeResponse(BaseModel):
     model: str
     version: int
-    outputs: Rows = Field(description="(batch, input_dim) in raw feature units.")
+    outputs: Tensor = Field(description="(batch, *sample shape) in raw units.")
 
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"model": "digits-plain", "version": 1, "outputs": _EXAMPLE_ROWS}]}
     )
 
 
-class DenoiseParams(_Params):
+class DenoiseParams(ModelRef, NoOptions):
     pass
 
 
@@ -115,34 +131,21 @@ class DenoiseRequest(DenoiseParams):
         json_schema_extra={"examples": [{"model": "digits-plain", "inputs": _EXAMPLE_ROWS}]}
     )
 
-    inputs: Rows = Field(description="A batch of raw feature vectors, each of the model's input_dim numbers.")
+    inputs: Tensor | None = Field(default=None, description=_INPUTS)
+    records: Records | None = Field(default=None, description=_RECORDS)
 
 
-class DenoiseResponse(DecodeResponse):
+class DenoiseResponse(BaseModel):
+    model: str
+    version: int
+    outputs: Tensor | Records = Field(
+        description="The reconstruction in the request's layout (the series itself for a series; records "
+        "when the request sent records)."
+    )
+
+
+class ReconstructionErrorParams(ModelRef, ScoreOptions):
     pass
-
-
-class ReconstructionErrorParams(_Params):
-    threshold: float | None = Field(
-        default=None, allow_inf_nan=False, description="Explicit anomaly threshold on the chosen score."
-    )
-    false_alarm_rate: float | None = Field(
-        default=None,
-        gt=0,
-        lt=1,
-        description="Target false-alarm rate on normal data; mapped to the model's calibrated threshold "
-        "for that rate (an upper confidence bound set at training). Mutually exclusive with threshold.",
-    )
-    score: ScoreName | None = Field(
-        default=None, description="`mse` or `neg_elbo` (where the model lists it); default the model's."
-    )
-    per_feature: bool = Field(default=False, description="Also answer each feature's squared error.")
-
-    @model_validator(mode="after")
-    def _one_threshold_source(self) -> ReconstructionErrorParams:
-        if self.threshold is not None and self.false_alarm_rate is not None:
-            raise ValueError("give either threshold or false_alarm_rate, not both")
-        return self
 
 
 class ReconstructionErrorRequest(ReconstructionErrorParams):
@@ -154,28 +157,40 @@ class ReconstructionErrorRequest(ReconstructionErrorParams):
         }
     )
 
-    inputs: Rows = Field(description="A batch of raw feature vectors, each of the model's input_dim numbers.")
+    inputs: Tensor | None = Field(default=None, description=_INPUTS)
+    records: Records | None = Field(default=None, description=_RECORDS)
 
 
 class ReconstructionErrorResponse(BaseModel):
     model: str
     version: int
-    score: ScoreName = Field(description="The score in `errors`.")
+    score: str = Field(description="The score in `errors`.")
     errors: list[float] = Field(
-        description="Per sample: for `mse`, the mean squared error over features in the model's normalised "
-        "feature space ((x - offset) / scale), consistent with /denoise's outputs; for `neg_elbo`, the "
-        "negative evidence lower bound."
+        description="Per sample (per time step for a series): for `mse`, the mean squared error in the "
+        "model's normalised space ((x - offset) / scale), consistent with /denoise's outputs; another "
+        "score as the model defines it (e.g. `neg_elbo`, the negative evidence lower bound)."
     )
     threshold: float | None = Field(description="The threshold used; null when none is known.")
-    threshold_source: Literal["request", "false_alarm_rate", "model_default"] | None
+    threshold_source: str | None = Field(
+        description="Where the threshold came from: `request`, `false_alarm_rate` (mapped through the "
+        "calibration), `model_default`; null without a threshold."
+    )
     false_alarm_rate: float | None = Field(description="The false-alarm rate the threshold corresponds to.")
     anomalies: list[bool] = Field(
-        description="Per sample: error > threshold (all false without a threshold)."
+        description="Per sample (or step): error > threshold (all false without one)."
     )
-    feature_errors: Rows | None = Field(
+    feature_errors: Tensor | Records | None = Field(
         default=None,
-        description="(batch, input_dim) squared error per feature in the normalised space, when per_feature; "
-        "each row's mean is the sample's mse.",
+        description="With per_feature: each value's squared error in the normalised space, in the "
+        "request's layout (rows; images; steps x channels for a series; records when it sent records).",
+    )
+    window_errors: list[float] | None = Field(
+        default=None, description="Series models: the mean error of each window (stride 1)."
+    )
+    top_features: list[list[list[Any]] | None] | None = Field(
+        default=None,
+        description="Models with column names: for each flagged row its largest per-feature errors as "
+        "[name, error], largest first; null for rows not flagged.",
     )
 
     model_config = ConfigDict(
@@ -196,11 +211,8 @@ class ReconstructionErrorResponse(BaseModel):
     )
 
 
-class SampleParams(_Params):
-    n: int = Field(default=1, ge=1, description="How many samples; at most AE_MAX_BATCH_ROWS.")
-    seed: int | None = Field(
-        default=None, ge=0, description="Random seed (>= 0); the same seed gives the same samples."
-    )
+class SampleParams(ModelRef, SampleOptions):
+    pass
 
 
 class SampleRequest(SampleParams):

@@ -21,7 +21,7 @@ from service.core.batching import (
 )
 from service.core.runtime import Float32Array, OnnxModel
 from service.errors import InvalidInputError
-from service.protocols.rest import _denoise_rows, _encode_rows, _score_rows
+from service.core.tasks import TASKS, ScoreOptions, _denoise_rows, _encode_rows
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "models"
 
@@ -140,11 +140,13 @@ def test_microbatcher_max_wait_collects_calls_that_arrive_later() -> None:
     [
         ("tiny", "denoise", _denoise_rows),
         ("tiny-vae", "encode", _encode_rows),
-        ("tiny-vae", "score:neg_elbo:True", _score_rows("neg_elbo", True)),
+        ("tiny-vae", "score:neg_elbo:True", "reconstruction_error"),
     ],
 )
 def test_batcherpool_real_model_results_match_unbatched(name: str, operation: str, fn: Any) -> None:
     model = OnnxModel.load(FIXTURES / name / "1")
+    if isinstance(fn, str):  # the task's own row function for these options
+        fn = TASKS[fn].plan(model, ScoreOptions(score="neg_elbo", per_feature=True)).fn
     pool = BatcherPool(BatchLimits(max_rows=64))
     rng = np.random.default_rng(0)
     xs = [rng.normal(size=(n, model.input_dim)).astype(np.float32) for n in (1, 4, 2, 1, 7)]

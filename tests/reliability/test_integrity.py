@@ -65,8 +65,9 @@ def test_integrity_broken_models_reported_healthy_ones_serve(
     ready = client.get("/readyz")
     assert ready.status_code == 503
     for name, reason in reasons.items():
-        assert f"{name} version 1: " in ready.json()["detail"]
-        assert reason in ready.json()["detail"], (name, ready.json()["detail"])
+        # The probe names the broken versions; why they broke is for /models (behind the key, if any).
+        assert f"{name}/1 failed" in ready.json()["detail"]
+        assert reason not in ready.json()["detail"], (name, ready.json()["detail"])
     listed = {(m["name"], m["version"]): m for m in client.get("/models").json()["models"]}
     for name, reason in reasons.items():
         assert listed[(name, 1)]["status"] == "failed"
@@ -93,7 +94,9 @@ def test_integrity_real_server_starts_with_a_corrupted_model(
     assert httpx.get(f"{server.url}/healthz").status_code == 200
     ready = httpx.get(f"{server.url}/readyz")
     assert ready.status_code == 503
-    assert reasons["bad-sha"] in ready.json()["detail"]
+    assert "bad-sha/1 failed" in ready.json()["detail"]
+    models = httpx.get(f"{server.url}/models").json()["models"]
+    assert reasons["bad-sha"] in next(m["error"] for m in models if m["name"] == "bad-sha")
     r = httpx.post(f"{server.url}/denoise", json=GOOD)
     assert r.status_code == 200
     assert len(r.json()["outputs"][0]) == 4

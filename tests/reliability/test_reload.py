@@ -65,13 +65,13 @@ def test_reload_reports_added_updated_removed_and_kept(make_client: Any, repo: P
 
 
 def test_reload_new_broken_version_is_failed_and_others_serve(make_client: Any, repo: Path) -> None:
-    client = make_client(repo)
+    client = make_client(repo, admin_open=True)
     bad = write_model(repo, "tiny", 3, seed=31)
     (bad / "encoder.onnx").write_bytes(b"\0" * 10)
     report = client.post("/admin/reload").json()
     assert [(f["model"], f["version"]) for f in report["failed"]] == [("tiny", 3)]
     assert _encode(client)["version"] == 2
-    assert "tiny version 3" in client.get("/readyz").json()["detail"]
+    assert "tiny/3 failed" in client.get("/readyz").json()["detail"]
 
 
 def test_reload_in_flight_model_keeps_its_sessions(repo: Path) -> None:

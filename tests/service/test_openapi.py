@@ -59,8 +59,15 @@ def test_openapi_tensor_routes_document_typed_and_binary_bodies(schema: dict[str
 
 def test_openapi_reconstruction_error_request_fields(schema: dict[str, Any]) -> None:
     props = schema["components"]["schemas"]["ReconstructionErrorRequest"]["properties"]
-    assert {"model", "version", "inputs", "threshold", "false_alarm_rate", "score", "per_feature"} == set(
-        props
-    )
+    assert {
+        "model",
+        "version",
+        "inputs",
+        "records",
+        "threshold",
+        "false_alarm_rate",
+        "score",
+        "per_feature",
+    } == set(props)
     response = schema["components"]["schemas"]["ReconstructionErrorResponse"]["properties"]
     assert {"threshold_source", "false_alarm_rate", "anomalies", "feature_errors", "errors"} <= set(response)

@@ -43,16 +43,28 @@ def broken_client(make_client: Any, tmp_path: Path, fixture_models: Path) -> Any
     return make_client(_broken_repo(tmp_path, fixture_models))
 
 
-def test_readyz_reports_every_broken_model(broken_client: Any) -> None:
-    r = broken_client.get("/readyz")
-    assert r.status_code == 503
-    detail = r.json()["detail"]
-    assert "badsha version 1: decoder graph decoder.onnx has sha256" in detail
-    assert "metadata expects 0000" in detail
-    assert "truncated version 1: model graph model.onnx does not load in ONNX Runtime" in detail
-    assert "invalid version 1: invalid metadata.json" in detail
-    assert "mismatch version 1: encoder graph input x has shape" in detail
-    assert "metadata expects (batch, 4)" in detail
+def test_readyz_names_every_broken_model_and_no_more(broken_client: Any, tmp_path: Path) -> None:
+    # The probes are open to everyone: names and states only, no paths or load errors.
+    for path, key in [("/readyz", "detail"), ("/v2/health/ready", "error")]:
+        r = broken_client.get(path)
+        assert r.status_code == 503
+        detail = r.json()[key]
+        for name in ["badsha", "truncated", "invalid", "mismatch"]:
+            assert f"{name}/1 failed" in detail, detail
+        for secret in [str(tmp_path), "sha256", "validation error", "ONNX Runtime", "metadata.json"]:
+            assert secret not in detail, detail
+
+
+def test_models_give_every_load_error_without_the_repository_path(broken_client: Any, tmp_path: Path) -> None:
+    models = broken_client.get("/models").json()["models"]
+    errors = {m["name"]: m["error"] for m in models if m["status"] == "failed"}
+    assert "decoder graph decoder.onnx has sha256" in errors["badsha"]
+    assert "metadata expects 0000" in errors["badsha"]
+    assert "model graph model.onnx does not load in ONNX Runtime" in errors["truncated"]
+    assert "invalid metadata.json" in errors["invalid"]
+    assert "encoder graph input x has shape" in errors["mismatch"]
+    assert "metadata expects (batch, 4)" in errors["mismatch"]
+    assert not [e for e in errors.values() if str(tmp_path) in e]
 
 
 def test_models_lists_failures_with_reasons(broken_client: Any) -> None:
@@ -89,11 +101,13 @@ def test_providers_demanding_cuda_fail_readiness(make_client: Any, fixture_model
     import onnxruntime as ort
 
     assert "CUDAExecutionProvider" not in ort.get_available_providers()
-    r = make_client(fixture_models, providers="cuda,cpu").get("/readyz")
+    client = make_client(fixture_models, providers="cuda,cpu")
+    r = client.get("/readyz")
     assert r.status_code == 503
-    assert (
-        "AE_PROVIDERS asks for ['CUDAExecutionProvider'] but the encoder session got only"
-        in r.json()["detail"]
+    assert "tiny/1 failed" in r.json()["detail"]
+    errors = [m["error"] for m in client.get("/models").json()["models"]]
+    assert all(
+        "AE_PROVIDERS asks for ['CUDAExecutionProvider'] but the encoder session got only" in e for e in errors
     )
 
 
