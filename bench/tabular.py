@@ -265,7 +265,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-checks", action="store_true", help="skip the breast cancer and digits checks")
     parser.add_argument("--checks-only", action="store_true", help="only the breast cancer and digits checks")
     parser.add_argument("--out", type=Path, default=Path("artifacts/tabular"))
+    parser.add_argument(
+        "--report",
+        nargs="+",
+        type=Path,
+        help="only print the tables of earlier runs' runs.jsonl files (each run is appended as it ends)",
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        saved: dict[str, list[dict[str, dict[str, float]]]] = {}
+        for log in args.report:
+            for line in log.read_text().splitlines():
+                entry = json.loads(line)
+                saved.setdefault(entry["set"], []).append(entry["result"])
+        print("\n".join(tables(dict(sorted(saved.items(), key=lambda kv: kv[0].split("_", 1)[-1].lower())))))
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
     files = sorted(args.data.glob("*.npz"), key=lambda p: p.stem.split("_", 1)[-1].lower())
     files = [f for f in files if not args.sets or f.stem in args.sets]
     if args.checks_only:
@@ -281,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             for seed in args.seeds:
                 r = run_set(path, seed, work, not args.quick)
                 results.setdefault(path.stem, []).append(r)
+                with (args.out / "runs.jsonl").open("a") as runs:
+                    runs.write(json.dumps({"set": path.stem, "seed": seed, "result": r}) + "\n")
                 shown = "  ".join(f"{m} {v['auroc']:.3f}" for m, v in r.items() if m != "_meta")
                 print(
                     f"{path.stem} seed {seed}: {shown}  [{time.perf_counter() - started:.0f} s]",
