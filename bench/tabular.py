@@ -220,7 +220,7 @@ def digits_check(seeds: list[int], work: Path) -> list[str]:
 
 def tables(results: dict[str, list[dict[str, dict[str, float]]]]) -> list[str]:
     sets = list(results)
-    methods = [m for m in results[sets[0]][0] if m != "_meta"]
+    methods = sorted((m for m in results[sets[0]][0] if m != "_meta"), key=lambda m: m != OURS)
 
     def mean(s: str, m: str, key: str) -> float:
         return float(np.mean([r[m][key] for r in results[s]]))
