@@ -41,10 +41,20 @@ from service.core.repository import parse_version
 from service.core.runtime import OnnxModel
 from service.core.tasks import Call, TaskOptions
 
-__all__ = ["DEFAULT_BATCH_ROWS", "ModelFiles", "Scorer", "SeriesScorer", "load_model", "score_dataset"]
+__all__ = [
+    "DEFAULT_BATCH_ROWS",
+    "MIN_CLUSTER_CPUS",
+    "ModelFiles",
+    "Scorer",
+    "SeriesScorer",
+    "load_model",
+    "score_dataset",
+]
 
 DEFAULT_BATCH_ROWS = 16384
 """Rows per model run: large enough that Ray's per-batch cost is small beside ONNX Runtime's."""
+MIN_CLUSTER_CPUS = 2
+"""Below this a job cannot run: its actors would hold every CPU its read and write tasks wait for."""
 _NO_ROW_LIMIT = sys.maxsize
 """The service caps rows per request (AE_MAX_BATCH_ROWS); a bulk batch is already bounded by its size."""
 
@@ -171,7 +181,15 @@ def score_dataset(
     plan = plan_columns(model, bulk_task, chosen, types, keep_columns, series_key, time_column)
     if batch_size < 1:
         raise BulkInputError(f"the batch size must be at least 1, got {batch_size}")
-    actors = concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))  # type: ignore[no-untyped-call]
+    cpus = float(ray.cluster_resources().get("CPU", 0))  # type: ignore[no-untyped-call]
+    if cpus < MIN_CLUSTER_CPUS:
+        # Each actor holds a CPU for as long as the job runs, and the read and write tasks need one too: on a
+        # single CPU the job would wait for ever.
+        raise BulkInputError(
+            f"the Ray cluster has {cpus:g} CPUs; bulk scoring needs at least {MIN_CLUSTER_CPUS} (one for the "
+            "scoring actors, one for reading and writing)"
+        )
+    actors = concurrency or int(cpus)
     compute = ray.data.ActorPoolStrategy(min_size=1, max_size=actors)
     kwargs = {"files": ray.put(ModelFiles.of(model)), "task": task, "options": chosen, "plan": plan}
     if plan.series_key is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from tests.bulk.conftest import assert_close, collect, named_rows, service_answe
 from tests.conftest import FIXTURE_MODELS
 from tests.fixtures.make_shaped import SHAPED_MODELS
 
+ROOT = Path(__file__).resolve().parents[2]
 ROWS = 200_000
 FILES = 8
 
@@ -157,4 +160,27 @@ def test_bulk_failed_row_raises_its_own_error_naming_it(cluster: Cluster) -> Non
         scored.materialize()
     assert "feature 'c' is nan (not finite) in the row with id=321; expected finite numbers" in str(
         raised.value
+    )
+
+
+def test_bulk_refuses_a_single_cpu_cluster_instead_of_waiting_for_ever() -> None:
+    # Its own Ray in a fresh process: this one is the three-node cluster's driver.
+    code = (
+        "import os, ray, ray.data, pyarrow as pa\n"
+        "from pathlib import Path\n"
+        "from service.bulk import BulkInputError, load_model, score_dataset\n"
+        "os.environ['RAY_USAGE_STATS_ENABLED'] = '0'\n"
+        "ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 2**20)\n"
+        f"model = load_model(Path({str(SHAPED_MODELS)!r}), 'tiny-named')\n"
+        "rows = ray.data.from_arrow(pa.table({c: [1.0] for c in 'abcd'}))\n"
+        "try:\n"
+        "    score_dataset(rows, model)\n"
+        "except BulkInputError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == (
+        "the Ray cluster has 1 CPUs; bulk scoring needs at least 2 (one for the scoring actors, one for "
+        "reading and writing)"
     )
