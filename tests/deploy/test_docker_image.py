@@ -272,7 +272,7 @@ def _kserve_command(container: dict[str, Any], port: int, grpc_port: int) -> lis
     return command
 
 
-@pytest.mark.parametrize("layout", ["version", "repository"])
+@pytest.mark.parametrize("layout", ["version", "model", "repository"])
 def test_image_serves_mnt_models_as_the_kserve_runtime_runs_it(
     image: str, tmp_path: Path, layout: str
 ) -> None:
@@ -283,8 +283,12 @@ def test_image_serves_mnt_models_as_the_kserve_runtime_runs_it(
     keys = tmp_path / "api-keys"
     keys.write_text("a-kserve-key\n")
     keys.chmod(0o644)
-    # One version folder (a storageUri naming models/digits-plain/1), or the whole repository.
-    source = SHIPPED_MODELS / "digits-plain" / "1" if layout == "version" else SHIPPED_MODELS
+    # What a storageUri naming one version folder, one model's folder or the whole repository leaves there.
+    source = {
+        "version": SHIPPED_MODELS / "digits-plain" / "1",
+        "model": SHIPPED_MODELS / "digits-plain",
+        "repository": SHIPPED_MODELS,
+    }[layout]
     security = container["securityContext"]
     port, grpc_port = free_port(), free_port()
     name = _run(
@@ -305,7 +309,7 @@ def test_image_serves_mnt_models_as_the_kserve_runtime_runs_it(
         auth = {"Authorization": "Bearer a-kserve-key"}
         listed = {m["name"] for m in _get(f"{base}/models", auth)["models"]}
         assert listed == (
-            {"digits-plain"} if layout == "version" else {d.parent.name for d in _shipped_models()}
+            {"digits-plain"} if layout != "repository" else {d.parent.name for d in _shipped_models()}
         )
         directory = SHIPPED_MODELS / "digits-plain" / "1"
         x = np.random.default_rng(1).uniform(0.0, 16.0, (2, 64)).astype(np.float32)  # (2, input_dim)

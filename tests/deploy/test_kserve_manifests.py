@@ -203,6 +203,13 @@ def test_kserve_probes_and_key_on_both_layouts_of_mnt_models(
         listed = {m["name"] for m in client.get("/models", headers=auth).json()["models"]}
         shipped = {d.name for d in SHIPPED_MODELS.iterdir() if d.is_dir()}
         assert listed == ({"digits-plain"} if layout == "version" else shipped)
+        # Rotation: the Secret's new lines reach the file, then the admin route (any current key) reads them.
+        keys.write_text("a-rotated-key\n")
+        assert client.post("/admin/reload").status_code == 401
+        assert client.post("/admin/reload", headers=auth).json()["api_keys_error"] is None
+        rotated = {"Authorization": "Bearer a-rotated-key"}
+        assert client.get("/v2/models/digits-plain/ready", headers=rotated).status_code == 200
+        assert client.get("/v2/models/digits-plain/ready", headers=auth).status_code == 403
 
 
 def test_kserve_kustomization_lists_the_runtime_and_renders(tmp_path: Path) -> None:

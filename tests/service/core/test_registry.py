@@ -122,3 +122,61 @@ def test_snapshot_swap_is_one_assignment(tmp_path: Path) -> None:
     assert registry.snapshot is second is not first
     assert registry.get("a").metadata.version == 2
     assert first.get("a").metadata.version == 1
+
+
+def _layout(root: Path, fixture_models: Path, layout: str) -> Path:
+    """The tiny fixture as KServe's storage initializer leaves /mnt/models for each kind of storageUri."""
+    source = {
+        "repository": fixture_models,  # <root>/<name>/<version>/
+        "model": fixture_models / "tiny",  # <root>/<version>/: one model's version folders
+        "version": fixture_models / "tiny" / "2",  # <root>/metadata.json: one version folder
+    }[layout]
+    target = root / "mnt-models"
+    shutil.copytree(source, target)
+    return target
+
+
+@pytest.mark.parametrize(
+    ("layout", "expected"),
+    [
+        ("repository", {("tiny", 1), ("tiny", 2), ("tiny-vae", 1)}),
+        ("model", {("tiny", 1), ("tiny", 2)}),
+        ("version", {("tiny", 2)}),
+    ],
+)
+def test_registry_reads_every_layout_of_mnt_models(
+    tmp_path: Path, fixture_models: Path, layout: str, expected: set[tuple[str, int]]
+) -> None:
+    snapshot = ModelRegistry(_layout(tmp_path, fixture_models, layout)).load()
+    assert not snapshot.failures
+    assert {(name, v) for name, versions in snapshot.models.items() for v in versions} == expected
+    assert snapshot.get("tiny").metadata.version == 2
+
+
+@pytest.mark.parametrize("layout", ["model", "version"])
+def test_service_answers_on_a_single_model_layout_as_on_the_repository(
+    make_client: Any, tmp_path: Path, fixture_models: Path, layout: str
+) -> None:
+    whole = make_client(fixture_models).post("/reconstruction-error", json={"model": "tiny", "inputs": ROW})
+    client = make_client(_layout(tmp_path, fixture_models, layout))
+    assert client.get("/v2/health/ready").status_code == 200
+    listed = sorted((m["name"], m["version"]) for m in client.get("/models").json()["models"])
+    assert listed == {"model": [("tiny", 1), ("tiny", 2)], "version": [("tiny", 2)]}[layout]
+    r = client.post("/reconstruction-error", json={"model": "tiny", "inputs": ROW})
+    assert r.status_code == 200, r.text
+    assert r.json()["errors"] == whole.json()["errors"]
+    assert client.get("/v2/models/tiny/versions/2/ready").status_code == 200
+    missing = client.post("/reconstruction-error", json={"model": "tiny-vae", "inputs": ROW})
+    assert missing.status_code == 404
+    assert "tiny-vae" in missing.json()["detail"]
+
+
+def test_single_version_layout_with_invalid_metadata_fails_readiness(
+    make_client: Any, tmp_path: Path, fixture_models: Path
+) -> None:
+    root = _layout(tmp_path, fixture_models, "version")
+    (root / "metadata.json").write_text('{"name": "tiny"}')
+    snapshot = ModelRegistry(root).load()
+    assert not snapshot.models
+    assert "invalid metadata.json" in snapshot.failures[0].error
+    assert make_client(root).get("/readyz").status_code == 503
