@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -164,13 +165,15 @@ def test_bulk_failed_row_raises_its_own_error_naming_it(cluster: Cluster) -> Non
 
 
 def test_bulk_refuses_a_single_cpu_cluster_instead_of_waiting_for_ever() -> None:
-    # Its own Ray in a fresh process: this one is the three-node cluster's driver.
+    # Its own Ray ('local': not the three-node cluster running here) in a fresh process: this one is that
+    # cluster's driver.
     code = (
         "import os, ray, ray.data, pyarrow as pa\n"
         "from pathlib import Path\n"
         "from service.bulk import BulkInputError, load_model, score_dataset\n"
         "os.environ['RAY_USAGE_STATS_ENABLED'] = '0'\n"
-        "ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 2**20)\n"
+        "ray.init(address='local', num_cpus=1, include_dashboard=False, log_to_driver=False,\n"
+        "         object_store_memory=80 * 2**20)\n"
         f"model = load_model(Path({str(SHAPED_MODELS)!r}), 'tiny-named')\n"
         "rows = ray.data.from_arrow(pa.table({c: [1.0] for c in 'abcd'}))\n"
         "try:\n"
@@ -178,7 +181,10 @@ def test_bulk_refuses_a_single_cpu_cluster_instead_of_waiting_for_ever() -> None
         "except BulkInputError as exc:\n"
         "    print(exc)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == (
         "the Ray cluster has 1 CPUs; bulk scoring needs at least 2 (one for the scoring actors, one for "
