@@ -23,6 +23,7 @@ from service.contract import (
     Normalisation,
     ScoreCalibration,
     ScoreName,
+    SeriesSpec,
 )
 from training.bodies import BODIES, body_for
 from training.calibration import calibrate
@@ -33,6 +34,7 @@ from training.export import OPSET, export_graphs
 from training.figures import save_loss_curves, save_reconstructions, save_samples
 from training.metrics import held_out_metrics
 from training.scoring import run_graph
+from training.series import per_position, split_series, window_end_scores, windows_of
 from training.train import TrainResult, train_model
 
 __all__ = [
@@ -64,11 +66,58 @@ def _libraries() -> dict[str, str]:
 
 
 def calibrate_graph(
-    directory: Path, graph: GraphFile, scores: Sequence[ScoreName], x_val: Array, false_alarm_rate: float
+    directory: Path,
+    graph: GraphFile,
+    scores: Sequence[ScoreName],
+    x_val: Array,
+    false_alarm_rate: float,
+    series: SeriesSpec | None = None,
 ) -> dict[ScoreName, ScoreCalibration]:
-    """Each score's calibration from the validation rows, scored by the exported fused graph itself."""
+    """Each score's calibration from the validation samples, scored by the exported fused graph itself.
+
+    For a series model `x_val` are the consecutive stride-1 windows of the validation part, and the scores
+    calibrated are those of the steps they end at, made by the model's step rule as the service makes them.
+    """
     outputs = run_graph(directory, graph, x_val)
-    return {score: calibrate(outputs[SCORE_OUTPUTS[score]], false_alarm_rate) for score in scores}
+    calibration: dict[ScoreName, ScoreCalibration] = {}
+    for score in scores:
+        values = outputs[SCORE_OUTPUTS[score]]
+        if series is not None:
+            positions = per_position(series, score, values, outputs["feature_errors"])
+            values = window_end_scores(positions, series.step_score)
+        calibration[score] = calibrate(values, false_alarm_rate)
+    return calibration
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The samples of the three splits, (n, *input_shape) each, and how they were drawn."""
+
+    train: Array
+    validation: Array
+    test: Array
+    how: dict[str, object]
+
+
+def split_samples(
+    dataset: Dataset, input_shape: Sequence[int], validation_fraction: float, seed: int, test_every: int
+) -> Parts:
+    """Independent samples split as `split_rows` does; a series read as one split in time order
+    (`training.series.split_series`), each part cut into its own windows (the training part at the spec's
+    stride, the held-out parts at stride 1, as the service cuts them)."""
+    if dataset.steps is None or dataset.series is None:
+        x = dataset.x.reshape(len(dataset.x), *input_shape)  # (n, *input_shape)
+        split = split_rows(len(x), validation_fraction, seed, test_every)
+        return Parts(x[split.train], x[split.validation], x[split.test], how={"split": "rows"})
+    spec = dataset.series
+    ranges = split_series(len(dataset.steps), spec.window, validation_fraction, test_every)
+    train, validation, test = (
+        windows_of(dataset.steps, r, spec.window, spec.stride if name == "train" else 1).reshape(
+            -1, *input_shape
+        )
+        for name, r in ranges.items()
+    )
+    return Parts(train, validation, test, how={"split": "contiguous in time", "parts": ranges.as_dict()})
 
 
 def recalibrated(directory: Path, metadata: ModelMetadata, x_val: Array) -> ModelMetadata:
@@ -113,9 +162,9 @@ def train_version(
     config = dataclasses.replace(config, architecture=architecture)
     body = BODIES[architecture]
     input_shape = body.input_shape_for(dataset.sample_shape, dataset.kind)
-    x = dataset.x.reshape(len(dataset.x), *input_shape)  # (n, *input_shape)
-    split = split_rows(len(x), config.validation_fraction, config.seed, test_every)
-    x_train, x_val, x_test = (x[i] for i in (split.train, split.validation, split.test))
+    parts = split_samples(dataset, input_shape, config.validation_fraction, config.seed, test_every)
+    x_train, x_val, x_test = parts.train, parts.validation, parts.test
+    series = dataset.series.model_copy(update={"step_score": config.step_score}) if dataset.series else None
     shared = dataset.shares_units if config.shared_scale is None else config.shared_scale
     normaliser = Normaliser.fit(x_train, config.normalisation, shared, body.channel_axis)
     result = train_model(
@@ -140,11 +189,7 @@ def train_version(
     try:
         graphs, parity = export_graphs(model, normaliser, directory, x_val)
         calibration = calibrate_graph(
-            directory,
-            graphs["model"],
-            model.scores,
-            x_val,
-            config.false_alarm_rate,
+            directory, graphs["model"], model.scores, x_val, config.false_alarm_rate, series
         )
         held_out = x_test if len(x_test) else x_val
         metrics = held_out_metrics(model, normaliser, x_train, held_out, dataset.shares_units, config.seed)
@@ -177,7 +222,8 @@ def train_version(
             input_dim=math.prod(input_shape),
             input_shape=list(input_shape),
             latent_dim=model.latent_dim,
-            series=dataset.series,
+            feature_names=list(dataset.feature_names) if dataset.feature_names else None,
+            series=series,
             image=dataset.image,
             generative=model.generative,
             graphs=graphs,
@@ -197,6 +243,7 @@ def train_version(
                 "hidden": list(model.hidden),
                 "hparams": model.hp,
                 "test_every": test_every,
+                "data": {**parts.how, **(dataset.notes or {})},
             },
             seed=config.seed,
             data=DataSummary(

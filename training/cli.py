@@ -11,16 +11,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
-from service.contract import ModelMetadata, is_valid_name
+from service.contract import ModelMetadata, StepScore, is_valid_name
 from training.arguments import OneLineParser, number
 from training.artifact import TrainedVersion, train_version
 from training.bodies import BODIES
 from training.config import TrainConfig
-from training.data import BUILTIN_DATASETS, DataError, load_data
+from training.data import BUILTIN_DATASETS, BUILTIN_SERIES, DataError, DataOptions, Dataset, load_data
 from training.evaluate import add_evaluate_command, run_evaluate
 from training.objectives import OBJECTIVES, HyperParameter
 from training.quantize import quantise_version
+from training.series import Gaps
 
 __all__ = ["main"]
 
@@ -63,8 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--data",
         required=True,
-        help=f"{', '.join(BUILTIN_DATASETS)}, or a .npy/.csv file of rows (a 3-D or 4-D .npy: images)",
+        help=f"{', '.join(BUILTIN_DATASETS)}, {', '.join(BUILTIN_SERIES)} (a generated series), or a "
+        ".npy/.csv file of rows (a 3-D or 4-D .npy: images) or of time steps (a series: see --kind)",
     )
+    _data_options(train)
     chosen = ", ".join(f"{key} for {'/'.join(b.default_for)}" for key, b in BODIES.items() if b.default_for)
     train.add_argument(
         "--architecture", choices=sorted(BODIES), help=f"the network body (default from the data: {chosen})"
@@ -96,6 +100,62 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     add_evaluate_command(commands)
     return parser
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """Comma-separated column names, e.g. "anomaly,changepoint"."""
+    names = tuple(n.strip() for n in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated column names, got {text!r}")
+    return names
+
+
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kind",
+        choices=["rows", "series"],
+        help="series: rows are time steps of one series, cut into windows; rows: independent rows "
+        "(default: series when --time-column or --window is given, else from the data's shape)",
+    )
+    parser.add_argument(
+        "--time-column",
+        help="a series' time column (numbers or ISO 8601 times, checked increasing and unique; gaps are "
+        "reported), dropped from the channels; makes the data a series",
+    )
+    parser.add_argument("--columns", type=_names, help="CSV columns to keep, comma-separated, in order")
+    parser.add_argument(
+        "--drop-columns", type=_names, default=(), help="CSV columns to leave out, comma-separated"
+    )
+    parser.add_argument(
+        "--window",
+        type=number(int, 2),
+        help="time steps per window of a series (default: the first zero of the data's autocorrelation, "
+        "within bounds)",
+    )
+    parser.add_argument(
+        "--stride", type=number(int, 1), default=1, help="steps between training windows (default 1)"
+    )
+    parser.add_argument(
+        "--step-score",
+        choices=list(get_args(StepScore)),
+        default=TrainConfig().step_score,
+        help="how a time step's score is made from the windows covering it: last (its error in the window "
+        "ending at it), window_mean (that window's mean error), covering_mean (the mean over every window "
+        "covering it; not causal)",
+    )
+
+
+def _data(args: argparse.Namespace) -> DataOptions:
+    if args.columns is not None and args.drop_columns:
+        raise CliError("give --columns or --drop-columns, not both")
+    return DataOptions(
+        kind=args.kind,
+        time_column=args.time_column,
+        columns=args.columns,
+        drop_columns=args.drop_columns,
+        window=None if args.window is None else int(args.window),
+        stride=int(args.stride),
+    )
 
 
 def _common_options(parser: argparse.ArgumentParser, d: TrainConfig) -> None:
@@ -160,19 +220,34 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         false_alarm_rate=args.false_alarm_rate,
         seed=int(args.seed),
         threads=int(args.threads),
+        step_score=args.step_score,
         hparams=given,
     )
+
+
+def _describe_series(dataset: Dataset) -> None:
+    """What reading a series found: the time column's gaps, the window and how it was chosen."""
+    spec, notes = dataset.series, dataset.notes or {}
+    if spec is None or dataset.steps is None:
+        return
+    if spec.time_column is not None and "gaps" in notes:
+        print(f"  {Gaps(**notes['gaps']).describe(spec.time_column)}")
+    how = notes.get("window", {}).get("rule", "given")
+    print(f"  series of {len(dataset.steps)} steps x {spec.channels} channels, window {spec.window} ({how})")
 
 
 def _report(trained: TrainedVersion) -> None:
     m = trained.metadata
     held_out = "test" if m.data.n_test else "validation"
+    samples = "windows" if m.series else "rows"
     shown = "  ".join(f"{k}={m.metrics[k]:.6g}" for k in SHOWN_METRICS)
     print(f"wrote {trained.directory}")
     print(
-        f"  {m.variant} on {m.architecture} {m.sample_shape}: {held_out} rows "
+        f"  {m.variant} on {m.architecture} {m.sample_shape}: {held_out} {samples} "
         f"{m.data.n_test or m.data.n_validation}  {shown}"
     )
+    if m.series is not None:
+        print(f"  thresholds per time step, step score {m.series.step_score}")
     for score, cal in m.calibration.items():
         print(f"  threshold[{score}] = {cal.threshold:.6g} at false-alarm rate {cal.false_alarm_rate}")
 
@@ -200,7 +275,8 @@ def run(argv: Sequence[str] | None = None) -> None:
     if args.test_every < 0:
         raise CliError(f"--test-every must be 0 or positive, got {args.test_every}")
     config = _config(args)
-    dataset = load_data(args.data)
+    dataset = load_data(args.data, _data(args))
+    _describe_series(dataset)
     trained = train_version(config, dataset, args.out, args.name, args.test_every, not args.quiet)
     _report(trained)
     if args.quantize:

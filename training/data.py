@@ -1,14 +1,16 @@
 """Data sets (scikit-learn's built-in ones, or the user's .npy/.csv), validation, splits and normalisation.
 
 A data set is an array of samples, (n, *sample_shape), and its input kind (see `service.contract`): rows
-(n, features), images (n, channels, height, width), or series windows (n, window, channels).
+(n, features), images (n, channels, height, width), or series windows (n, window, channels). A series read
+from a file also keeps its time steps (T, channels), which `training.series` splits in time order before
+cutting windows.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +22,18 @@ from training.config import NormalisationKind
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "BUILTIN_SERIES",
     "MAX_IMAGE_CHANNELS",
     "MIN_ROWS",
     "MIN_TRAIN_ROWS",
     "DataError",
+    "DataOptions",
     "Dataset",
     "Normaliser",
     "Split",
     "as_rows",
     "load_data",
+    "read_table",
     "split_rows",
     "stat_shape",
     "validate_rows",
@@ -64,6 +69,14 @@ class Dataset:
     """Set exactly when `kind` is image."""
     series: SeriesSpec | None = None
     """Set exactly when `kind` is series."""
+    feature_names: tuple[str, ...] | None = None
+    """Each feature's name (rows) or channel's (series), from a CSV header; None when numbered only."""
+    steps: Array | None = None
+    """A series read as one: its (T, channels) raw values in time order, which `x` was cut from (at the
+    spec's stride); None when the samples are independent (rows, images, windows given as they are)."""
+    notes: Mapping[str, Any] | None = None
+    """How the data was read, for the metadata (a series: its time column's gaps, how the window was
+    chosen)."""
 
     def __post_init__(self) -> None:
         image, series = self.image, self.series
@@ -161,34 +174,78 @@ def as_rows(x: Array) -> Array:
     return x.reshape(len(x), -1)
 
 
-def _read_csv(path: Path) -> npt.NDArray[np.float64]:
+# Delimiters a CSV file may use; the one that splits its first line is taken (`,` when none does).
+CSV_DELIMITERS = ("\t", ";", ",")
+
+
+@dataclass(frozen=True)
+class Table:
+    """The cells of a CSV file as text, and its header's names when its first row is a header."""
+
+    names: tuple[str, ...] | None
+    rows: list[list[str]]
+    source: str
+
+    def column(self, name: str) -> int:
+        """The index of the column `name`; DataError naming the columns there are."""
+        if self.names is None or name not in self.names:
+            there = ", ".join(repr(n) for n in self.names) if self.names else "none (no header row)"
+            raise DataError(f"{self.source}: no column {name!r}; its columns are {there}")
+        return self.names.index(name)
+
+    def numbers(self, columns: Sequence[int]) -> npt.NDArray[np.float64]:
+        """The cells of `columns` as numbers, (rows, len(columns)); DataError at the first that is not."""
+        values = np.empty((len(self.rows), len(columns)), dtype=np.float64)
+        first = 2 if self.names is not None else 1
+        for i, row in enumerate(self.rows):
+            for j, c in enumerate(columns):
+                try:
+                    values[i, j] = float(row[c])
+                except ValueError:
+                    where = f"column {self.names[c]!r} " if self.names else ""
+                    raise DataError(
+                        f"{self.source}: row {i + first} {where}has a non-numeric value {row[c].strip()!r}"
+                    ) from None
+        return values
+
+
+def _delimiter(line: str) -> str:
+    """Tab or `;` when either splits the first line (outside quotes), else `,`: a `;` file may hold decimal
+    commas, so `,` is tried last."""
+    for delimiter in CSV_DELIMITERS[:-1]:
+        if len(next(csv.reader([line], delimiter=delimiter), [])) > 1:
+            return delimiter
+    return ","
+
+
+def read_table(path: Path) -> Table:
+    """A CSV file's cells (`,`, `;` or tab, sniffed from the first line); a first row that is not all numbers
+    is the header. DataError for a file that is not UTF-8, empty, ragged or with a repeated header name."""
     # utf-8-sig also reads plain UTF-8, and drops the byte-order mark some spreadsheets write.
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(
             f"{path.name}: not UTF-8 text (found byte {exc.object[exc.start : exc.start + 1]!r}); "
             "expected a UTF-8 CSV file of numbers"
         ) from None
-    if not rows:
+    lines = text.splitlines()
+    first = next((line for line in lines if line.strip()), None)
+    if first is None:
         raise DataError(f"{path.name}: the CSV file is empty")
-    # A first row that does not parse as numbers is taken as a header.
-    try:
-        [float(cell) for cell in rows[0]]
-    except ValueError:
+    rows = [row for row in csv.reader(lines, delimiter=_delimiter(first)) if any(c.strip() for c in row)]
+    names: tuple[str, ...] | None = None
+    if not all(_is_float(cell) for cell in rows[0]):
+        names = tuple(cell.strip() for cell in rows[0])
         rows = rows[1:]
-    width = len(rows[0]) if rows else 0
-    values: list[list[float]] = []
-    for number, row in enumerate(rows, start=1):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise DataError(f"{path.name}: the header repeats {repeated}; expected distinct column names")
+    width = len(names) if names is not None else len(rows[0]) if rows else 0
+    for number, row in enumerate(rows, start=1 + (names is not None)):
         if len(row) != width:
             raise DataError(f"{path.name}: row {number} has {len(row)} columns, expected {width}")
-        try:
-            values.append([float(cell) for cell in row])
-        except ValueError:
-            cell = next(c for c in row if not _is_float(c))
-            raise DataError(f"{path.name}: row {number} has a non-numeric value {cell!r}") from None
-    return np.asarray(values, dtype=np.float64).reshape(len(values), width)
+    return Table(names, rows, path.name)
 
 
 def _is_float(cell: str) -> bool:
@@ -199,13 +256,88 @@ def _is_float(cell: str) -> bool:
     return True
 
 
-def load_data(spec: str) -> Dataset:
-    """Load `spec`: a built-in data set name (see BUILTIN_DATASETS) or a path to a .npy or .csv file of rows.
+@dataclass(frozen=True)
+class DataOptions:
+    """How to read a data file beyond its shape: which columns, and whether (and how) it is a series."""
+
+    kind: InputKind | None = None
+    """`series`: rows are time steps; `rows`: rows are independent samples; None: a series when a time
+    column or a window is given, else read from the array's shape (2-D rows, 3-D or 4-D images)."""
+    time_column: str | None = None
+    """A series' time column (numbers or ISO 8601 times, checked increasing), dropped from the channels."""
+    columns: tuple[str, ...] | None = None
+    """Keep only these CSV columns, in this order (None: every column but the time and dropped ones)."""
+    drop_columns: tuple[str, ...] = ()
+    """CSV columns to leave out (labels, say)."""
+    window: int | None = None
+    """Steps per window of a series; None: chosen from the data (`training.series.choose_window`)."""
+    stride: int = 1
+    """Steps between the starts of consecutive training windows (scoring always uses 1)."""
+
+    @property
+    def series(self) -> bool:
+        """Whether the data is read as one series."""
+        given = self.time_column is not None or self.window is not None
+        return self.kind == "series" or (self.kind is None and given)
+
+    @property
+    def selects(self) -> bool:
+        """Whether columns are picked by name (which needs a CSV header)."""
+        return self.columns is not None or bool(self.drop_columns) or self.time_column is not None
+
+
+def _selected(table: Table, options: DataOptions) -> list[int]:
+    """The columns `options` keep from `table`, in order (not the time column)."""
+    if table.names is None:
+        raise DataError(
+            f"{table.source}: columns are picked by name, but its first row is numbers, not a header; "
+            "expected a header row of column names"
+        )
+    excluded = {table.column(n) for n in options.drop_columns}
+    if options.time_column is not None:
+        excluded.add(table.column(options.time_column))
+    if options.columns is not None:
+        chosen = [table.column(n) for n in options.columns]
+        clash = [table.names[c] for c in chosen if c in excluded]
+        if clash:
+            raise DataError(f"{table.source}: columns {clash} are both kept and dropped (or the time column)")
+    else:
+        chosen = [c for c in range(len(table.names)) if c not in excluded]
+    if not chosen:
+        raise DataError(f"{table.source}: no columns left after dropping {sorted(excluded)}; expected one")
+    return chosen
+
+
+def _sensors() -> Table:
+    from training.sensors import sensor_series
+
+    text = sensor_series().csv()
+    lines = list(csv.reader(text.splitlines()))
+    return Table(tuple(lines[0]), lines[1:], "sensors")
+
+
+# Generated series (no download), each with its time column: read as a series by default.
+BUILTIN_SERIES: dict[str, tuple[Callable[[], Table], str]] = {"sensors": (_sensors, "time")}
+
+
+def load_data(spec: str, options: DataOptions | None = None) -> Dataset:
+    """Load `spec`: a built-in data set name (see BUILTIN_DATASETS and BUILTIN_SERIES) or a path to a .npy
+    or .csv file.
 
     A 3-D .npy array (rows, height, width) is taken as one-channel images, a 4-D one as images
-    (rows, channels, height, width).
+    (rows, channels, height, width). `options` picks CSV columns by name and reads a file as one series
+    (T, channels) (`training.series.series_dataset`); a CSV header names the features or channels.
     """
+    options = options or DataOptions()
+    if spec in BUILTIN_SERIES:
+        make, time_column = BUILTIN_SERIES[spec]
+        return _from_table(make(), replace(options, kind="series", time_column=time_column))
     if spec in BUILTIN_DATASETS:
+        if options.series or options.selects:
+            raise DataError(
+                f"{spec} is a built-in table or image set; series and column options apply to "
+                ".csv and .npy files"
+            )
         loader, image_shape = BUILTIN_DATASETS[spec]
         rows = validate_rows(np.asarray(loader().data), spec)
         if image_shape is None:
@@ -215,20 +347,47 @@ def load_data(spec: str) -> Dataset:
     suffix = path.suffix.lower()
     if suffix not in {".npy", ".csv"}:
         raise DataError(
-            f"unknown data {spec!r}: expected one of {sorted(BUILTIN_DATASETS)} "
+            f"unknown data {spec!r}: expected one of {sorted([*BUILTIN_DATASETS, *BUILTIN_SERIES])} "
             "or a path ending in .npy or .csv"
         )
     if not path.is_file():
         raise DataError(f"data file not found: {spec}")
-    if suffix == ".npy":
-        try:
-            raw = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise DataError(f"{path.name}: not a readable .npy array ({exc})") from None
-    else:
-        raw = _read_csv(path)
-    values = validate_rows(raw, path.name)
-    return Dataset(values, path.name) if values.ndim == 2 else _images(values, path.name)
+    if suffix == ".csv":
+        return _from_table(read_table(path), options)
+    if options.selects:
+        raise DataError(f"{path.name}: columns are picked by name from a CSV header, not from a .npy")
+    try:
+        raw = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path.name}: not a readable .npy array ({exc})") from None
+    return _from_values(raw, path.name, options)
+
+
+def _from_table(table: Table, options: DataOptions) -> Dataset:
+    """The data set of a CSV table's cells: the columns `options` keep, as rows or as one series."""
+    width = len(table.names) if table.names is not None else len(table.rows[0]) if table.rows else 0
+    columns = _selected(table, options) if options.selects else list(range(width))
+    names = tuple(table.names[c] for c in columns) if table.names else None
+    times = None
+    if options.time_column is not None:
+        at = table.column(options.time_column)
+        times = [row[at] for row in table.rows]
+    return _from_values(table.numbers(columns), table.source, options, names, times)
+
+
+def _from_values(
+    raw: npt.NDArray[Any],
+    source: str,
+    options: DataOptions,
+    names: tuple[str, ...] | None = None,
+    times: list[str] | None = None,
+) -> Dataset:
+    if options.series:
+        from training.series import series_dataset  # training.series builds on this module
+
+        return series_dataset(raw, source, options, names, times)
+    values = validate_rows(raw, source)
+    return Dataset(values, source, feature_names=names) if values.ndim == 2 else _images(values, source)
 
 
 @dataclass(frozen=True)
