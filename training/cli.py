@@ -22,12 +22,17 @@ from training.data import BUILTIN_DATASETS, BUILTIN_SERIES, DataError, DataOptio
 from training.evaluate import add_evaluate_command, run_evaluate
 from training.objectives import OBJECTIVES, HyperParameter
 from training.quantize import quantise_version
+from training.sensors import sensor_series, with_anomalies
 from training.series import Gaps
 
 __all__ = ["main"]
 
 # The body of the shipped digits-<variant> models: an MLP over the 64 pixels, the no-data default.
 SHIPPED_ARCHITECTURE = "mlp"
+# The shipped series model: (name, objective, data) trained with every choice the CLI's default for a series.
+SHIPPED_SERIES = ("sensors-plain", "plain", "sensors")
+# Written beside the shipped series model: a day after its training data, with faults (`training.sensors`).
+EXAMPLE_FILE = "example.csv"
 # Metrics printed after training (all are in the metadata).
 SHOWN_METRICS = ("test_mse", "test_mse_raw", "pca_mse", "mse_to_pca_ratio")
 
@@ -94,9 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{p.help} ({', '.join(owners)}; default {p.default})",
         )
 
-    rebuild = commands.add_parser("defaults", help="rebuild the shipped digits-<variant> models, version 1")
+    rebuild = commands.add_parser(
+        "defaults",
+        help=f"rebuild the shipped digits-<variant> models and {SHIPPED_SERIES[0]} (a series), version 1",
+    )
     rebuild.add_argument("--out", type=Path, default=Path("models"))
     rebuild.add_argument("--variants", nargs="+", choices=sorted(OBJECTIVES), default=list(OBJECTIVES))
+    rebuild.add_argument(
+        "--series",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"also {SHIPPED_SERIES[0]}, on the generated sensor series (default: on)",
+    )
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     add_evaluate_command(commands)
     return parser
@@ -252,6 +266,37 @@ def _report(trained: TrainedVersion) -> None:
         print(f"  threshold[{score}] = {cal.threshold:.6g} at false-alarm rate {cal.false_alarm_rate}")
 
 
+def _shipped_series(out: Path, progress: bool) -> None:
+    """Train the shipped series model, and write beside it the two days that follow its training data with
+    faults written in (`training.sensors.with_anomalies`), as a CSV a client can send as it is."""
+    name, variant, data = SHIPPED_SERIES
+    dataset = load_data(data)
+    _describe_series(dataset)
+    trained = train_version(
+        TrainConfig(variant=variant), dataset, out, name, test_every=0, progress=progress, version=1
+    )
+    _report(trained)
+    assert dataset.steps is not None
+    days = with_anomalies(sensor_series(days=2.0, seed=1, start_step=len(dataset.steps)))
+    (trained.directory / EXAMPLE_FILE).write_text(days.csv())
+    print(
+        f"  wrote {trained.directory / EXAMPLE_FILE}: two more days, faults at steps "
+        f"{_spans(days.anomaly.tolist())}"
+    )
+
+
+def _spans(flags: Sequence[bool]) -> str:
+    """[start, stop) of each run of True, e.g. "21-57, 50-53"."""
+    spans, start = [], None
+    for i, flag in enumerate([*flags, False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            spans.append(f"{start}-{i}")
+            start = None
+    return ", ".join(spans)
+
+
 def run(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "evaluate":
@@ -269,6 +314,8 @@ def run(argv: Sequence[str] | None = None) -> None:
                 version=1,
             )
             _report(trained)
+        if args.series:
+            _shipped_series(args.out, not args.quiet)
         return
     if not is_valid_name(args.name):
         raise CliError(f"invalid --name {args.name!r}: expected letters, digits, '_', '.', '-' (max 128)")
