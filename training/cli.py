@@ -1,8 +1,10 @@
 """Command line: `python -m training train ...` trains one model version; `defaults` rebuilds the shipped set.
 
-`--variant` names the objective (`training.objectives.OBJECTIVES`), `--architecture` the network body
-(`training.bodies.BODIES`, chosen from the data when not given). Each objective's own options (--l1, --rho,
---beta, ...) come from the `hyperparameters` its class declares.
+`--variant` names the objective, `--architecture` the network body (chosen from the data when not given).
+Their names and each objective's own options (--l1, --rho, --beta, ...) come from `training.catalogue`,
+which declares what `training.objectives` and `training.bodies` hold without importing torch: help and every
+argument or data error answer at once, and torch and ONNX are imported only once there is something to
+train, export or score. Every failure is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -11,28 +13,29 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
-from service.contract import ModelMetadata, StepScore, is_valid_name
+from service.contract import StepScore, is_valid_name
 from training.arguments import OneLineParser, number
-from training.artifact import TrainedVersion, train_version
-from training.bodies import BODIES
+from training.catalogue import BODY_DEFAULTS, BODY_HIDDEN, VARIANT_OPTIONS, HyperParameter
 from training.config import TrainConfig
 from training.data import BUILTIN_DATASETS, BUILTIN_SERIES, DataError, DataOptions, Dataset, load_data
-from training.evaluate import add_evaluate_command, run_evaluate
-from training.objectives import OBJECTIVES, HyperParameter
-from training.quantize import quantise_version
-from training.sensors import sensor_series, with_anomalies
 from training.series import Gaps
+
+if TYPE_CHECKING:
+    from training.artifact import TrainedVersion
 
 __all__ = ["main"]
 
 # The body of the shipped digits-<variant> models: an MLP over the 64 pixels, the no-data default.
 SHIPPED_ARCHITECTURE = "mlp"
-# The shipped series model: (name, objective, data) trained with every choice the CLI's default for a series.
+# The shipped series model: (name, objective, data) trained with the CLI's defaults for a series but for the
+# memory bank: its default score is the reconstruction error, and a bank of every training window would make
+# the graph a hundred times larger.
 SHIPPED_SERIES = ("sensors-plain", "plain", "sensors")
-# Written beside the shipped series model: a day after its training data, with faults (`training.sensors`).
+# Written beside the shipped series model: two days after its training data, with faults (`training.sensors`).
 EXAMPLE_FILE = "example.csv"
+SHIPPED_NAMES = [*(f"digits-{v}" for v in VARIANT_OPTIONS), SHIPPED_SERIES[0]]
 # Metrics printed after training (all are in the metadata).
 SHOWN_METRICS = ("test_mse", "test_mse_raw", "pca_mse", "mse_to_pca_ratio")
 
@@ -54,10 +57,18 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 def _variant_options() -> dict[str, HyperParameter]:
     options: dict[str, HyperParameter] = {}
-    for cls in OBJECTIVES.values():
-        for p in cls.hyperparameters:
+    for declared in VARIANT_OPTIONS.values():
+        for p in declared:
             options.setdefault(p.name, p)
     return options
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """Comma-separated feature names, e.g. "age,height"."""
+    names = tuple(n.strip() for n in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated non-empty names, got {text!r}")
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,22 +77,33 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
 
     train = commands.add_parser("train", help="train one variant and write DIR/NAME/<next version>/")
-    train.add_argument("--variant", required=True, choices=sorted(OBJECTIVES), help="the objective")
+    train.add_argument("--variant", required=True, choices=sorted(VARIANT_OPTIONS), help="the objective")
     train.add_argument(
         "--data",
         required=True,
         help=f"{', '.join(BUILTIN_DATASETS)}, {', '.join(BUILTIN_SERIES)} (a generated series), or a "
-        ".npy/.csv file of rows (a 3-D or 4-D .npy: images) or of time steps (a series: see --kind)",
+        ".npy/.csv file of rows (CSV: `,` `;` or tab separated; a header row names the features; a 3-D or "
+        "4-D .npy: images) or of time steps (a series: see --kind, --time-column, --window)",
     )
     _data_options(train)
-    chosen = ", ".join(f"{key} for {'/'.join(b.default_for)}" for key, b in BODIES.items() if b.default_for)
+    chosen = ", ".join(f"{key} for {'/'.join(kinds)}" for key, kinds in BODY_DEFAULTS.items() if kinds)
     train.add_argument(
-        "--architecture", choices=sorted(BODIES), help=f"the network body (default from the data: {chosen})"
+        "--architecture",
+        choices=sorted(BODY_DEFAULTS),
+        help=f"the network body (default from the data: {chosen})",
+    )
+    train.add_argument(
+        "--feature-names", type=_names, help="comma-separated column names (default: the CSV header, if any)"
     )
     train.add_argument("--name", required=True, help="model name (letters, digits, _ . -)")
     train.add_argument("--out", required=True, type=Path, help="model repository directory")
     train.add_argument(
-        "--test-every", type=int, default=5, help="hold out rows whose index %% K == 0 (0: none)"
+        "--test-every",
+        type=int,
+        default=0,
+        help="hold out rows whose index %% K == 0 (a series: its last 1/K of the steps) for the reported "
+        "metrics, written beside the model as test.npy/test.csv (default 0: none, every row trains and "
+        "calibrates)",
     )
     train.add_argument(
         "--quantize",
@@ -91,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common_options(train, defaults)
     for p in _variant_options().values():
-        owners = [k for k, cls in OBJECTIVES.items() if p in cls.hyperparameters]
+        owners = [k for k, declared in VARIANT_OPTIONS.items() if p in declared]
         train.add_argument(
             f"--{p.name.replace('_', '-')}",
             dest=f"hp_{p.name}",
@@ -104,24 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"rebuild the shipped digits-<variant> models and {SHIPPED_SERIES[0]} (a series), version 1",
     )
     rebuild.add_argument("--out", type=Path, default=Path("models"))
-    rebuild.add_argument("--variants", nargs="+", choices=sorted(OBJECTIVES), default=list(OBJECTIVES))
     rebuild.add_argument(
-        "--series",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help=f"also {SHIPPED_SERIES[0]}, on the generated sensor series (default: on)",
+        "--variants",
+        nargs="+",
+        choices=sorted(VARIANT_OPTIONS),
+        help="rebuild digits-<variant> for these objectives only (default: every one, and "
+        f"{SHIPPED_SERIES[0]})",
+    )
+    rebuild.add_argument(
+        "--only",
+        nargs="+",
+        choices=SHIPPED_NAMES,
+        help=f"rebuild only these shipped models, e.g. --only {SHIPPED_SERIES[0]}",
     )
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_evaluate_command(commands)
+    _evaluate_command(commands)
     return parser
-
-
-def _names(text: str) -> tuple[str, ...]:
-    """Comma-separated column names, e.g. "anomaly,changepoint"."""
-    names = tuple(n.strip() for n in text.split(","))
-    if not all(names):
-        raise argparse.ArgumentTypeError(f"expected comma-separated column names, got {text!r}")
-    return names
 
 
 def _data_options(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +164,7 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
         "--window",
         type=number(int, 2),
         help="time steps per window of a series (default: the first zero of the data's autocorrelation, "
-        "within bounds)",
+        "within bounds); makes the data a series",
     )
     parser.add_argument(
         "--stride", type=number(int, 1), default=1, help="steps between training windows (default 1)"
@@ -155,7 +175,7 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
         default=TrainConfig().step_score,
         help="how a time step's score is made from the windows covering it: last (its error in the window "
         "ending at it), window_mean (that window's mean error), covering_mean (the mean over every window "
-        "covering it; not causal)",
+        f"covering it; not causal) (default {TrainConfig().step_score})",
     )
 
 
@@ -172,12 +192,33 @@ def _data(args: argparse.Namespace) -> DataOptions:
     )
 
 
+def _evaluate_command(commands: argparse._SubParsersAction[OneLineParser]) -> None:
+    parser = commands.add_parser(
+        "evaluate", help="anomaly detection of a model version against PCA and IsolationForest"
+    )
+    data = f"{', '.join(BUILTIN_DATASETS)}, or a .npy/.csv file of rows"
+    parser.add_argument(
+        "--model", required=True, type=Path, help="a model version directory, models/NAME/VERSION"
+    )
+    parser.add_argument("--normal", required=True, help=f"normal rows: {data}")
+    parser.add_argument("--anomalies", required=True, help=f"anomalous rows: {data}")
+    parser.add_argument(
+        "--train",
+        help="the data the model was trained on, when neither its recorded path nor its source name can be "
+        "reloaded",
+    )
+    parser.add_argument("--score", help="one of the model's scores (default: the model's default score)")
+    parser.add_argument("--out", type=Path, default=Path("roc.png"), help="ROC plot PNG (default: roc.png)")
+
+
 def _common_options(parser: argparse.ArgumentParser, d: TrainConfig) -> None:
     positive_int = number(int, 1)
     parser.add_argument(
-        "--latent-dim", type=positive_int, help="code size (default: the variant's, mostly 16)"
+        "--latent-dim",
+        type=positive_int,
+        help="code size (default: a quarter of a table's width; the variant's, mostly 16, for images)",
     )
-    capacity = "; ".join(f"{key}: {b.hidden_help}" for key, b in BODIES.items())
+    capacity = "; ".join(f"{key}: {what}" for key, what in BODY_HIDDEN.items())
     parser.add_argument(
         "--hidden",
         type=_hidden,
@@ -187,7 +228,8 @@ def _common_options(parser: argparse.ArgumentParser, d: TrainConfig) -> None:
     parser.add_argument(
         "--steps",
         type=positive_int,
-        help="gradient-step budget when --epochs is unset (default: the variant's)",
+        help="gradient-step budget when --epochs is unset (default: the variant's, 3000 at most for "
+        "tables of under 1000 rows)",
     )
     parser.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     parser.add_argument("--lr", type=number(float, 1e-8, 10.0), default=d.lr)
@@ -195,7 +237,21 @@ def _common_options(parser: argparse.ArgumentParser, d: TrainConfig) -> None:
     parser.add_argument("--patience", type=positive_int, default=d.patience, help="in gradient steps")
     parser.add_argument("--validation-fraction", type=number(float, 0.01, 0.9), default=d.validation_fraction)
     parser.add_argument(
-        "--normalisation", choices=["standard", "minmax", "identity"], default=d.normalisation
+        "--folds",
+        type=number(int, 0),
+        help="cross-fitting folds for calibration, >= 2, or 0 for a validation split (default: 5 below "
+        "4000 rows, else 0)",
+    )
+    parser.add_argument(
+        "--neighbours",
+        type=number(int, 0),
+        default=d.neighbours,
+        help="k of the memory-bank score knn and of the combined score (0: neither)",
+    )
+    parser.add_argument(
+        "--normalisation",
+        choices=["standard", "robust", "minmax", "identity"],
+        help="default: standard for tables, minmax for images",
     )
     parser.add_argument(
         "--shared-scale",
@@ -210,7 +266,7 @@ def _common_options(parser: argparse.ArgumentParser, d: TrainConfig) -> None:
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    declared = {p.name for p in OBJECTIVES[args.variant].hyperparameters}
+    declared = {p.name for p in VARIANT_OPTIONS[args.variant]}
     given = {n: getattr(args, f"hp_{n}") for n in _variant_options() if getattr(args, f"hp_{n}") is not None}
     foreign = sorted(set(given) - declared)
     if foreign:
@@ -229,6 +285,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         weight_decay=args.weight_decay,
         patience=int(args.patience),
         validation_fraction=args.validation_fraction,
+        folds=None if args.folds is None else int(args.folds),
+        neighbours=int(args.neighbours),
         normalisation=args.normalisation,
         shared_scale=args.shared_scale,
         false_alarm_rate=args.false_alarm_rate,
@@ -252,28 +310,53 @@ def _describe_series(dataset: Dataset) -> None:
 
 def _report(trained: TrainedVersion) -> None:
     m = trained.metadata
-    held_out = "test" if m.data.n_test else "validation"
+    held_out = "test" if m.data.n_test else "held-out"
     samples = "windows" if m.series else "rows"
-    shown = "  ".join(f"{k}={m.metrics[k]:.6g}" for k in SHOWN_METRICS)
+    shown = "  ".join(f"{k}={m.metrics[k]:.6g}" for k in SHOWN_METRICS if k in m.metrics)
     print(f"wrote {trained.directory}")
     print(
         f"  {m.variant} on {m.architecture} {m.sample_shape}: {held_out} {samples} "
         f"{m.data.n_test or m.data.n_validation}  {shown}"
     )
+    target = float(m.training.get("false_alarm_rate", 0.01))
     if m.series is not None:
         print(f"  thresholds per time step, step score {m.series.step_score}")
     for score, cal in m.calibration.items():
-        print(f"  threshold[{score}] = {cal.threshold:.6g} at false-alarm rate {cal.false_alarm_rate}")
+        how = f"cross-fitted, {cal.folds} folds" if cal.method == "cross_fit" else "validation split"
+        print(
+            f"  threshold[{score}] = {cal.threshold:.6g} at false-alarm rate {cal.false_alarm_rate:.4g} "
+            f"({cal.n} {'steps' if m.series else 'rows'}, {how})"
+        )
+    lowest = min((c.min_false_alarm_rate or 0.0) for c in m.calibration.values()) if m.calibration else 0.0
+    if lowest > target:
+        print(
+            f"  note: {m.data.n_train + m.data.n_validation} rows support false-alarm rates down to "
+            f"{lowest:.4g} only, not {target}: the default thresholds are set there"
+        )
+
+
+def _dataset(args: argparse.Namespace) -> Dataset:
+    dataset = load_data(args.data, _data(args))
+    return dataset if args.feature_names is None else dataset.with_feature_names(args.feature_names)
 
 
 def _shipped_series(out: Path, progress: bool) -> None:
     """Train the shipped series model, and write beside it the two days that follow its training data with
     faults written in (`training.sensors.with_anomalies`), as a CSV a client can send as it is."""
+    from training.artifact import train_version
+    from training.sensors import sensor_series, with_anomalies
+
     name, variant, data = SHIPPED_SERIES
     dataset = load_data(data)
     _describe_series(dataset)
     trained = train_version(
-        TrainConfig(variant=variant), dataset, out, name, test_every=0, progress=progress, version=1
+        TrainConfig(variant=variant, neighbours=0),
+        dataset,
+        out,
+        name,
+        test_every=0,
+        progress=progress,
+        version=1,
     )
     _report(trained)
     assert dataset.steps is not None
@@ -300,10 +383,17 @@ def _spans(flags: Sequence[bool]) -> str:
 def run(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "evaluate":
+        from training.evaluate import run_evaluate
+
         run_evaluate(args)
         return
     if args.command == "defaults":
-        for variant in args.variants:
+        from training.artifact import train_version
+
+        chosen = args.only or [f"digits-{v}" for v in args.variants or VARIANT_OPTIONS]
+        if args.only is None and args.variants is None:
+            chosen.append(SHIPPED_SERIES[0])
+        for variant in (v for v in VARIANT_OPTIONS if f"digits-{v}" in chosen):
             trained = train_version(
                 TrainConfig(variant=variant, architecture=SHIPPED_ARCHITECTURE),
                 load_data("digits"),
@@ -314,19 +404,27 @@ def run(argv: Sequence[str] | None = None) -> None:
                 version=1,
             )
             _report(trained)
-        if args.series:
+        if SHIPPED_SERIES[0] in chosen:
             _shipped_series(args.out, not args.quiet)
         return
     if not is_valid_name(args.name):
         raise CliError(f"invalid --name {args.name!r}: expected letters, digits, '_', '.', '-' (max 128)")
     if args.test_every < 0:
         raise CliError(f"--test-every must be 0 or positive, got {args.test_every}")
+    if args.folds == 1:
+        raise CliError("--folds must be 0 (a validation split) or at least 2, got 1")
     config = _config(args)
-    dataset = load_data(args.data, _data(args))
+    dataset = _dataset(args)
     _describe_series(dataset)
+    # Data and arguments are checked: only now the heavy libraries.
+    from training.artifact import train_version
+
     trained = train_version(config, dataset, args.out, args.name, args.test_every, not args.quiet)
     _report(trained)
     if args.quantize:
+        from service.contract import ModelMetadata
+        from training.quantize import quantise_version
+
         report = quantise_version(trained.directory, rows=dataset.x, apply=True)
         print(f"  int8: {'kept' if report.kept else 'not kept'}: {report.reason}")
         if report.kept:
@@ -335,7 +433,7 @@ def run(argv: Sequence[str] | None = None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status. Errors in the input are one line on stderr, never a traceback."""
+    """Entry point; returns the exit status. Every failure is one line on stderr, never a traceback."""
     try:
         run(argv)
     except (CliError, DataError) as exc:
@@ -343,5 +441,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as exc:
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a failure in training or export (e.g. ExportError): still one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: {type(exc).__name__}: {first}".rstrip(": "), file=sys.stderr)
         return 1
     return 0

@@ -70,7 +70,10 @@ class Dataset:
     series: SeriesSpec | None = None
     """Set exactly when `kind` is series."""
     feature_names: tuple[str, ...] | None = None
-    """Each feature's name (rows) or channel's (series), from a CSV header; None when numbered only."""
+    """Each column's name (a CSV header, or given): the features of a row, the channels of a series; None
+    when they are numbered only."""
+    path: Path | None = None
+    """The file the samples were read from (absolute), None for a built-in data set."""
     steps: Array | None = None
     """A series read as one: its (T, channels) raw values in time order, which `x` was cut from (at the
     spec's stride); None when the samples are independent (rows, images, windows given as they are)."""
@@ -110,6 +113,17 @@ class Dataset:
     def shares_units(self) -> bool:
         """Whether all values are in the same units (image pixels), so they share one scale by default."""
         return self.kind == "image"
+
+    def with_feature_names(self, names: Sequence[str]) -> Dataset:
+        """These samples with their columns (the last axis) named `names`, distinct and non-empty."""
+        names = tuple(n.strip() for n in names)
+        if len(names) != self.x.shape[-1]:
+            raise DataError(
+                f"{self.source}: {len(names)} feature names given for {self.x.shape[-1]} columns; "
+                "expected one name per column"
+            )
+        _check_names(names, self.source)
+        return replace(self, feature_names=names)
 
 
 def _sklearn_loader(name: str) -> Callable[[], Any]:
@@ -174,7 +188,7 @@ def as_rows(x: Array) -> Array:
     return x.reshape(len(x), -1)
 
 
-# Delimiters a CSV file may use; the one that splits its first line is taken (`,` when none does).
+# Delimiters a CSV file may use, in the order they are tried on its first line.
 CSV_DELIMITERS = ("\t", ";", ",")
 
 
@@ -185,6 +199,8 @@ class Table:
     names: tuple[str, ...] | None
     rows: list[list[str]]
     source: str
+    decimal_comma: bool = False
+    """Whether numbers are written with a decimal comma ("1,5" in a `;` file)."""
 
     def column(self, name: str) -> int:
         """The index of the column `name`; DataError naming the columns there are."""
@@ -200,7 +216,7 @@ class Table:
         for i, row in enumerate(self.rows):
             for j, c in enumerate(columns):
                 try:
-                    values[i, j] = float(row[c])
+                    values[i, j] = _cell(row[c], self.decimal_comma)
                 except ValueError:
                     where = f"column {self.names[c]!r} " if self.names else ""
                     raise DataError(
@@ -209,18 +225,22 @@ class Table:
         return values
 
 
-def _delimiter(line: str) -> str:
-    """Tab or `;` when either splits the first line (outside quotes), else `,`: a `;` file may hold decimal
-    commas, so `,` is tried last."""
+def sniff_delimiter(line: str) -> str:
+    """The delimiter of a CSV file from its first line: tab or `;` when either splits it (outside quotes),
+    else `,`. Tab and `;` go first because `,` may be a decimal mark inside `;` files ("1,5;2,3")."""
     for delimiter in CSV_DELIMITERS[:-1]:
         if len(next(csv.reader([line], delimiter=delimiter), [])) > 1:
             return delimiter
     return ","
 
 
+def _cell(text: str, decimal_comma: bool) -> float:
+    return float(text.replace(",", ".") if decimal_comma else text)
+
+
 def read_table(path: Path) -> Table:
     """A CSV file's cells (`,`, `;` or tab, sniffed from the first line); a first row that is not all numbers
-    is the header. DataError for a file that is not UTF-8, empty, ragged or with a repeated header name."""
+    is the header. DataError for a file that is not UTF-8, empty, ragged or with a bad header."""
     # utf-8-sig also reads plain UTF-8, and drops the byte-order mark some spreadsheets write.
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -233,24 +253,37 @@ def read_table(path: Path) -> Table:
     first = next((line for line in lines if line.strip()), None)
     if first is None:
         raise DataError(f"{path.name}: the CSV file is empty")
-    rows = [row for row in csv.reader(lines, delimiter=_delimiter(first)) if any(c.strip() for c in row)]
+    delimiter = sniff_delimiter(first)
+    rows = [row for row in csv.reader(lines, delimiter=delimiter) if row and any(c.strip() for c in row)]
+    # "1,5;2,3": a `;` file whose cells hold decimal commas (as spreadsheets in many locales write them).
+    decimal_comma = (
+        delimiter == ";" and any("," in c for c in rows[-1]) and not any("." in c for c in rows[-1])
+    )
     names: tuple[str, ...] | None = None
-    if not all(_is_float(cell) for cell in rows[0]):
-        names = tuple(cell.strip() for cell in rows[0])
+    # A first row that does not parse as numbers is taken as a header.
+    if not all(_is_float(c, decimal_comma) for c in rows[0]):
+        names = tuple(c.strip() for c in rows[0])
         rows = rows[1:]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise DataError(f"{path.name}: the header repeats {repeated}; expected distinct column names")
+        _check_names(names, path.name)
     width = len(names) if names is not None else len(rows[0]) if rows else 0
     for number, row in enumerate(rows, start=1 + (names is not None)):
         if len(row) != width:
             raise DataError(f"{path.name}: row {number} has {len(row)} columns, expected {width}")
-    return Table(names, rows, path.name)
+    return Table(names, rows, path.name, decimal_comma)
 
 
-def _is_float(cell: str) -> bool:
+def _check_names(names: tuple[str, ...], source: str) -> None:
+    empty = [i + 1 for i, n in enumerate(names) if not n]
+    if empty:
+        raise DataError(f"{source}: header column {empty[0]} has no name; expected a name for every column")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"{source}: header names {repeated} repeat; expected distinct column names")
+
+
+def _is_float(cell: str, decimal_comma: bool = False) -> bool:
     try:
-        float(cell)
+        _cell(cell, decimal_comma)
     except ValueError:
         return False
     return True
@@ -325,8 +358,10 @@ def load_data(spec: str, options: DataOptions | None = None) -> Dataset:
     or .csv file.
 
     A 3-D .npy array (rows, height, width) is taken as one-channel images, a 4-D one as images
-    (rows, channels, height, width). `options` picks CSV columns by name and reads a file as one series
-    (T, channels) (`training.series.series_dataset`); a CSV header names the features or channels.
+    (rows, channels, height, width). A CSV file may separate its cells by `,`, `;` or tab; a first row that is
+    not all numbers is its header, whose names become the feature names (or a series' channel names). A
+    built-in table keeps scikit-learn's feature names. `options` picks CSV columns by name and reads a file
+    as one series (T, channels) (`training.series.series_dataset`).
     """
     options = options or DataOptions()
     if spec in BUILTIN_SERIES:
@@ -339,9 +374,12 @@ def load_data(spec: str, options: DataOptions | None = None) -> Dataset:
                 ".csv and .npy files"
             )
         loader, image_shape = BUILTIN_DATASETS[spec]
-        rows = validate_rows(np.asarray(loader().data), spec)
+        bunch = loader()
+        rows = validate_rows(np.asarray(bunch.data), spec)
         if image_shape is None:
-            return Dataset(rows, spec)
+            listed = getattr(bunch, "feature_names", None)
+            named = tuple(str(n) for n in listed) if listed is not None else None
+            return Dataset(rows, spec, feature_names=named)
         return _images(rows.reshape(len(rows), *image_shape), spec)
     path = Path(spec)
     suffix = path.suffix.lower()
@@ -353,14 +391,16 @@ def load_data(spec: str, options: DataOptions | None = None) -> Dataset:
     if not path.is_file():
         raise DataError(f"data file not found: {spec}")
     if suffix == ".csv":
-        return _from_table(read_table(path), options)
-    if options.selects:
+        dataset = _from_table(read_table(path), options)
+    elif options.selects:
         raise DataError(f"{path.name}: columns are picked by name from a CSV header, not from a .npy")
-    try:
-        raw = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{path.name}: not a readable .npy array ({exc})") from None
-    return _from_values(raw, path.name, options)
+    else:
+        try:
+            raw = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise DataError(f"{path.name}: not a readable .npy array ({exc})") from None
+        dataset = _from_values(raw, path.name, options)
+    return replace(dataset, path=path.resolve())
 
 
 def _from_table(table: Table, options: DataOptions) -> Dataset:
@@ -401,12 +441,12 @@ class Split:
 
 def split_rows(n_rows: int, validation_fraction: float, seed: int, test_every: int = 5) -> Split:
     """Rows whose index % test_every == 0 are the test split (none when test_every is 0); a seeded random
-    `validation_fraction` of the rest is the validation split."""
+    `validation_fraction` of the rest is the validation split (none when it is 0: cross-fitting)."""
     index = np.arange(n_rows)
     is_test = index % test_every == 0 if test_every > 0 else np.zeros(n_rows, dtype=bool)
     rest = index[~is_test]
     shuffled = np.random.default_rng(seed).permutation(rest)
-    n_val = max(2, round(validation_fraction * len(rest)))
+    n_val = max(2, round(validation_fraction * len(rest))) if validation_fraction > 0 else 0
     if len(rest) - n_val < MIN_TRAIN_ROWS:
         raise DataError(
             f"too few rows: {n_rows} rows leave {len(rest) - n_val} for training after the test and "
@@ -444,6 +484,10 @@ class Normaliser:
         values = x.astype(np.float64)
         if kind == "standard":
             offset, spread = values.mean(axis=axes, keepdims=True), values.std(axis=axes, keepdims=True)
+        elif kind == "robust":
+            # Median and IQR / 1.349 (the std of normal data); the std where the middle half is one value.
+            q25, offset, q75 = np.percentile(values, [25, 50, 75], axis=axes, keepdims=True)
+            spread = np.where(q75 > q25, (q75 - q25) / 1.349, values.std(axis=axes, keepdims=True))
         elif kind == "minmax":
             low, high = values.min(axis=axes, keepdims=True), values.max(axis=axes, keepdims=True)
             offset, spread = low, high - low

@@ -12,9 +12,7 @@ objective.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
 import torch
@@ -22,6 +20,7 @@ from torch import Tensor, nn
 
 from service.contract import ScoreName
 from training.bodies import BODIES, Body, BodyPlan
+from training.catalogue import VARIANT_OPTIONS, HyperParameter
 
 __all__ = [
     "OBJECTIVES",
@@ -39,18 +38,6 @@ __all__ = [
     "jacobian_frobenius_sq",
     "per_sample_sum",
 ]
-
-
-@dataclass(frozen=True)
-class HyperParameter:
-    """An objective's own hyper-parameter; the CLI offers it as --<name with dashes>."""
-
-    name: str
-    default: float
-    help: str
-    minimum: float = 0.0
-    maximum: float = math.inf
-    """Allowed range, inclusive."""
 
 
 class Loss(NamedTuple):
@@ -171,7 +158,7 @@ class LinearAutoencoder(Autoencoder):
 class SparseL1Autoencoder(Autoencoder):
     """Activity sparsity: lambda * sum_j |h_j| per sample on a ReLU code (so codes can be exactly zero)."""
 
-    hyperparameters = (HyperParameter("l1", 1e-3, "weight of the L1 penalty on code activations"),)
+    hyperparameters = VARIANT_OPTIONS["sparse_l1"]
 
     def code_activation(self) -> nn.Module:
         return nn.ReLU()
@@ -183,7 +170,7 @@ class SparseL1Autoencoder(Autoencoder):
 class SparseL2Autoencoder(Autoencoder):
     """Ridge penalty lambda * sum w^2 over all weight tensors (biases excluded)."""
 
-    hyperparameters = (HyperParameter("l2", 1e-4, "weight of the L2 penalty on the weights"),)
+    hyperparameters = VARIANT_OPTIONS["sparse_l2"]
 
     def penalty(self, x: Tensor, z: Tensor) -> Tensor:
         return self.hp["l2"] * sum((w**2).sum() for w in self.weights())  # type: ignore[return-value]
@@ -192,10 +179,7 @@ class SparseL2Autoencoder(Autoencoder):
 class SparseKLAutoencoder(Autoencoder):
     """Sigmoid code whose mean activation per unit (over the batch) is pulled towards rho by a KL penalty."""
 
-    hyperparameters = (
-        HyperParameter("rho", 0.05, "target mean activation of each code unit", 1e-4, 1 - 1e-4),
-        HyperParameter("kl_weight", 0.1, "weight of the KL sparsity penalty"),
-    )
+    hyperparameters = VARIANT_OPTIONS["sparse_kl"]
 
     def code_activation(self) -> nn.Module:
         return nn.Sigmoid()
@@ -210,10 +194,7 @@ class SparseKLAutoencoder(Autoencoder):
 class DenoisingAutoencoder(Autoencoder):
     """Trained to map corrupted inputs (Gaussian noise, then masking to zero) back to the clean ones."""
 
-    hyperparameters = (
-        HyperParameter("noise_std", 0.2, "std of the Gaussian noise added in the normalised space"),
-        HyperParameter("mask_prob", 0.0, "probability of setting each input value to zero", 0.0, 1.0),
-    )
+    hyperparameters = VARIANT_OPTIONS["denoising"]
     # Removing noise needs a wider network and code, and longer training, than reconstructing clean inputs.
     default_latent_dim = 32
     default_steps = 12000
@@ -231,9 +212,7 @@ class DenoisingAutoencoder(Autoencoder):
 class ContractiveAutoencoder(Autoencoder):
     """Penalty lambda * ||J_f(x)||_F^2 on a sigmoid code, the encoder's Jacobian taken exactly by autograd."""
 
-    hyperparameters = (
-        HyperParameter("contractive_weight", 0.01, "weight of the squared Frobenius norm of the Jacobian"),
-    )
+    hyperparameters = VARIANT_OPTIONS["contractive"]
 
     def code_activation(self) -> nn.Module:
         return nn.Sigmoid()
@@ -267,7 +246,7 @@ class VariationalAutoencoder(Autoencoder):
     """
 
     # beta < 1: with inputs scaled to [0, 1] a unit-variance likelihood would let the KL term swamp the data.
-    hyperparameters = (HyperParameter("beta", 0.02, "weight of the KL term of the VAE loss"),)
+    hyperparameters = VARIANT_OPTIONS["vae"]
     encoder_outputs = ("latent", "log_var")
     scores = ("mse", "neg_elbo")
     generative = True

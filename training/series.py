@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from service.contract import ScoreName, SeriesSpec, StepScore
 from service.core.windows import cut_windows, to_steps, window_count
+from training.crossfit import FoldPlan, fold_plan
 from training.data import Array, DataError, DataOptions, Dataset
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "parse_times",
     "per_position",
     "series_dataset",
+    "series_folds",
     "split_series",
     "step_scores",
     "window_end_scores",
@@ -204,7 +206,25 @@ def windows_of(series: Array, part: range, window: int, stride: int = 1) -> Arra
     return np.ascontiguousarray(cut_windows(series[part.start : part.stop], window, stride))
 
 
-def per_position(spec: SeriesSpec, score: ScoreName, values: Array, feature_errors: Array) -> Array:
+def series_folds(windows: int, folds: int, window: int) -> FoldPlan:
+    """Contiguous folds of `windows` consecutive stride-1 windows for cross-fitting, each block's model
+    trained on none of the window - 1 windows either side of it: window j covers steps j .. j + window - 1,
+    so no training window shares a step with a window it scores. DataError when a fold would have nothing
+    to train on."""
+    try:
+        return fold_plan(windows, min(folds, windows), contiguous=True, gap=window - 1)
+    except ValueError:
+        raise DataError(
+            f"too few time steps to cross-fit: {windows} windows of {window} steps in {folds} contiguous "
+            f"folds leave a fold nothing to train on once the {window - 1} windows beside its block are left "
+            "out; "
+            "expected a longer series, a smaller --window, fewer --folds or --folds 0"
+        ) from None
+
+
+def per_position(
+    spec: SeriesSpec, score: ScoreName, values: npt.NDArray[Any], feature_errors: npt.NDArray[Any]
+) -> npt.NDArray[Any]:
     """(n, window) per-window, per-position values of one score, as the service makes them: for mse each
     position's error averaged over channels, for a score of the whole window that value at every position.
 
@@ -214,12 +234,12 @@ def per_position(spec: SeriesSpec, score: ScoreName, values: Array, feature_erro
     return np.repeat(values[:, None], spec.window, axis=1)
 
 
-def step_scores(per_window: Array, rule: StepScore) -> Array:
+def step_scores(per_window: npt.NDArray[Any], rule: StepScore) -> npt.NDArray[Any]:
     """(n, window) values of n consecutive stride-1 windows -> (n + window - 1,) per-step scores."""
     return to_steps(per_window, rule)
 
 
-def window_end_scores(per_window: Array, rule: StepScore) -> Array:
+def window_end_scores(per_window: npt.NDArray[Any], rule: StepScore) -> npt.NDArray[Any]:
     """The per-step scores of the steps the n consecutive stride-1 windows end at, (n,): what a client that
     sends the last `window` steps reads for the newest (exactly, for the causal rules)."""
     window = per_window.shape[1]

@@ -25,6 +25,7 @@ from training.series import (
     parse_times,
     per_position,
     series_dataset,
+    series_folds,
     split_series,
     step_scores,
     windows_of,
@@ -142,6 +143,36 @@ def test_series_too_short_for_its_parts_is_a_data_error() -> None:
         split_series(8, 8, 0.0, 0)
 
 
+@pytest.mark.parametrize(("windows", "folds", "window"), [(143, 5, 8), (60, 3, 12), (30, 2, 4)])
+def test_series_folds_never_train_on_a_window_sharing_a_step_with_a_scored_one(
+    windows: int, folds: int, window: int
+) -> None:
+    plan = series_folds(windows, folds, window)
+    assert sorted(np.concatenate(plan.folds).tolist()) == list(range(windows))
+    for fold, scored in enumerate(plan.folds):
+        assert np.all(np.diff(scored) == 1)  # one block of consecutive windows
+        scored_steps = set(range(int(scored[0]), int(scored[-1]) + window))
+        for start in plan.training_rows(fold).tolist():
+            assert scored_steps.isdisjoint(range(start, start + window))
+
+
+def test_series_folds_too_few_windows_is_a_data_error() -> None:
+    with pytest.raises(DataError, match="too few time steps to cross-fit: 20 windows of 16 steps"):
+        series_folds(20, 5, 16)
+
+
+def test_series_cross_fitted_calibration_scores_every_training_step_out_of_fold(tmp_path: Path) -> None:
+    dataset = series_dataset(sines(150), "sines", DataOptions(kind="series", window=WINDOW, stride=2))
+    config = TrainConfig(variant="plain", epochs=2, latent_dim=2, hidden=(4,), patience=10**6)
+    meta = train_version(config, dataset, tmp_path, "sines", progress=False).metadata
+    assert meta.series is not None and meta.series.stride == 2
+    assert meta.data.n_validation == 0 and meta.training["folds"] == 5
+    for score, calibration in meta.calibration.items():
+        # One per-step score for each step a stride-1 window of the training part ends at.
+        assert (calibration.method, calibration.folds, calibration.n) == ("cross_fit", 5, 150 - WINDOW + 1)
+        assert meta.metrics[f"out_of_fold_{score}_mean"] == pytest.approx(calibration.mean, rel=1e-5)
+
+
 # --- the scores training calibrates on are the scores the service answers -----------------------------------
 
 WINDOW = 8
@@ -160,7 +191,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path
     out = tmp_path_factory.mktemp("series-models")
     values = sines(150)
     dataset = series_dataset(values, "sines", DataOptions(kind="series", window=WINDOW))
-    config = TrainConfig(variant="plain", epochs=3, latent_dim=2, hidden=(4,), patience=10**6)
+    config = TrainConfig(variant="plain", epochs=3, latent_dim=2, hidden=(4,), patience=10**6, folds=0)
     trained = train_version(config, dataset, out, "sines", test_every=0, progress=False)
     for rule in RULES:
         directory = out / f"sines-{rule}" / "1"
