@@ -55,8 +55,8 @@ class TrainConfig:
     """Target false-alarm rate of the default anomaly threshold (per time step for a series)."""
     step_score: StepScore = "window_mean"
     """Series: how a time step's score is made from the windows covering it (`service.contract.SeriesSpec`);
-    the causal mean of the window ending at the step unless asked otherwise (measured in
-    docs/time-series.md)."""
+    the causal mean of the window ending at the step unless asked otherwise (docs/time-series.md compares
+    the rules)."""
     seed: int = 0
     threads: int = 1
     """torch intra-op threads; one is fastest for these small networks."""
