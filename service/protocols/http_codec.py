@@ -148,9 +148,9 @@ T = TypeVar("T")
 
 async def decode_body(body: bytes, decode: Callable[[], T]) -> T:
     """`decode()` (parsing and checking `body`), inline for a small body, on a worker thread for a large one
-    (over `LARGE_BODY_BYTES`): parsing megabytes of JSON on the event loop would stall every other
-    connection, probes included, for its duration. The front middleware's large-body slot bounds how many
-    run at once."""
+    (over `LARGE_BODY_BYTES`), so that its Python-level checks and conversions interleave with the event
+    loop instead of stalling every other connection, probes included (the C parsers hold the interpreter
+    lock while they run). The front middleware's large-body slot bounds how many run at once."""
     if len(body) <= LARGE_BODY_BYTES:
         return decode()
     return await asyncio.to_thread(decode)
