@@ -13,13 +13,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
-from service.contract import is_valid_name
+from service.contract import StepScore, is_valid_name
 from training.arguments import OneLineParser, number
 from training.catalogue import BODY_DEFAULTS, BODY_HIDDEN, VARIANT_OPTIONS, HyperParameter
 from training.config import TrainConfig
-from training.data import BUILTIN_DATASETS, DataError, Dataset, load_data
+from training.data import BUILTIN_DATASETS, BUILTIN_SERIES, DataError, DataOptions, Dataset, load_data
+from training.series import Gaps
 
 if TYPE_CHECKING:
     from training.artifact import TrainedVersion
@@ -28,6 +29,13 @@ __all__ = ["main"]
 
 # The body of the shipped digits-<variant> models: an MLP over the 64 pixels, the no-data default.
 SHIPPED_ARCHITECTURE = "mlp"
+# The shipped series model: (name, objective, data) trained with the CLI's defaults for a series but for the
+# memory bank: its default score is the reconstruction error, and a bank of every training window would make
+# the graph a hundred times larger.
+SHIPPED_SERIES = ("sensors-plain", "plain", "sensors")
+# Written beside the shipped series model: two days after its training data, with faults (`training.sensors`).
+EXAMPLE_FILE = "example.csv"
+SHIPPED_NAMES = [*(f"digits-{v}" for v in VARIANT_OPTIONS), SHIPPED_SERIES[0]]
 # Metrics printed after training (all are in the metadata).
 SHOWN_METRICS = ("test_mse", "test_mse_raw", "pca_mse", "mse_to_pca_ratio")
 
@@ -73,9 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--data",
         required=True,
-        help=f"{', '.join(BUILTIN_DATASETS)}, or a .npy/.csv file of rows (CSV: `,` `;` or tab separated; "
-        "a header row names the features; a 3-D or 4-D .npy: images)",
+        help=f"{', '.join(BUILTIN_DATASETS)}, {', '.join(BUILTIN_SERIES)} (a generated series), or a "
+        ".npy/.csv file of rows (CSV: `,` `;` or tab separated; a header row names the features; a 3-D or "
+        "4-D .npy: images) or of time steps (a series: see --kind, --time-column, --window)",
     )
+    _data_options(train)
     chosen = ", ".join(f"{key} for {'/'.join(kinds)}" for key, kinds in BODY_DEFAULTS.items() if kinds)
     train.add_argument(
         "--architecture",
@@ -91,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--test-every",
         type=int,
         default=0,
-        help="hold out rows whose index %% K == 0 for the reported metrics, written beside the model as "
-        "test.npy/test.csv (default 0: none, every row trains and calibrates)",
+        help="hold out rows whose index %% K == 0 (a series: its last 1/K of the steps) for the reported "
+        "metrics, written beside the model as test.npy/test.csv (default 0: none, every row trains and "
+        "calibrates)",
     )
     train.add_argument(
         "--quantize",
@@ -110,14 +121,75 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{p.help} ({', '.join(owners)}; default {p.default})",
         )
 
-    rebuild = commands.add_parser("defaults", help="rebuild the shipped digits-<variant> models, version 1")
+    rebuild = commands.add_parser(
+        "defaults",
+        help=f"rebuild the shipped digits-<variant> models and {SHIPPED_SERIES[0]} (a series), version 1",
+    )
     rebuild.add_argument("--out", type=Path, default=Path("models"))
     rebuild.add_argument(
-        "--variants", nargs="+", choices=sorted(VARIANT_OPTIONS), default=list(VARIANT_OPTIONS)
+        "--variants",
+        nargs="+",
+        choices=sorted(VARIANT_OPTIONS),
+        help="rebuild digits-<variant> for these objectives only (default: every one, and "
+        f"{SHIPPED_SERIES[0]})",
+    )
+    rebuild.add_argument(
+        "--only",
+        nargs="+",
+        choices=SHIPPED_NAMES,
+        help=f"rebuild only these shipped models, e.g. --only {SHIPPED_SERIES[0]}",
     )
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     _evaluate_command(commands)
     return parser
+
+
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kind",
+        choices=["rows", "series"],
+        help="series: rows are time steps of one series, cut into windows; rows: independent rows "
+        "(default: series when --time-column or --window is given, else from the data's shape)",
+    )
+    parser.add_argument(
+        "--time-column",
+        help="a series' time column (numbers or ISO 8601 times, checked increasing and unique; gaps are "
+        "reported), dropped from the channels; makes the data a series",
+    )
+    parser.add_argument("--columns", type=_names, help="CSV columns to keep, comma-separated, in order")
+    parser.add_argument(
+        "--drop-columns", type=_names, default=(), help="CSV columns to leave out, comma-separated"
+    )
+    parser.add_argument(
+        "--window",
+        type=number(int, 2),
+        help="time steps per window of a series (default: the first zero of the data's autocorrelation, "
+        "within bounds); makes the data a series",
+    )
+    parser.add_argument(
+        "--stride", type=number(int, 1), default=1, help="steps between training windows (default 1)"
+    )
+    parser.add_argument(
+        "--step-score",
+        choices=list(get_args(StepScore)),
+        default=TrainConfig().step_score,
+        help="how a time step's score is made from the windows covering it: last (its error in the window "
+        "ending at it), window_mean (that window's mean error), covering_mean (the mean over every window "
+        f"covering it; not causal) (default {TrainConfig().step_score})",
+    )
+
+
+def _data(args: argparse.Namespace) -> DataOptions:
+    if args.columns is not None and args.drop_columns:
+        raise CliError("give --columns or --drop-columns, not both")
+    return DataOptions(
+        kind=args.kind,
+        time_column=args.time_column,
+        columns=args.columns,
+        drop_columns=args.drop_columns,
+        window=None if args.window is None else int(args.window),
+        stride=int(args.stride),
+    )
 
 
 def _evaluate_command(commands: argparse._SubParsersAction[OneLineParser]) -> None:
@@ -220,25 +292,40 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         false_alarm_rate=args.false_alarm_rate,
         seed=int(args.seed),
         threads=int(args.threads),
+        step_score=args.step_score,
         hparams=given,
     )
+
+
+def _describe_series(dataset: Dataset) -> None:
+    """What reading a series found: the time column's gaps, the window and how it was chosen."""
+    spec, notes = dataset.series, dataset.notes or {}
+    if spec is None or dataset.steps is None:
+        return
+    if spec.time_column is not None and "gaps" in notes:
+        print(f"  {Gaps(**notes['gaps']).describe(spec.time_column)}")
+    how = notes.get("window", {}).get("rule", "given")
+    print(f"  series of {len(dataset.steps)} steps x {spec.channels} channels, window {spec.window} ({how})")
 
 
 def _report(trained: TrainedVersion) -> None:
     m = trained.metadata
     held_out = "test" if m.data.n_test else "held-out"
+    samples = "windows" if m.series else "rows"
     shown = "  ".join(f"{k}={m.metrics[k]:.6g}" for k in SHOWN_METRICS if k in m.metrics)
     print(f"wrote {trained.directory}")
     print(
-        f"  {m.variant} on {m.architecture} {m.sample_shape}: {held_out} rows "
+        f"  {m.variant} on {m.architecture} {m.sample_shape}: {held_out} {samples} "
         f"{m.data.n_test or m.data.n_validation}  {shown}"
     )
     target = float(m.training.get("false_alarm_rate", 0.01))
+    if m.series is not None:
+        print(f"  thresholds per time step, step score {m.series.step_score}")
     for score, cal in m.calibration.items():
         how = f"cross-fitted, {cal.folds} folds" if cal.method == "cross_fit" else "validation split"
         print(
             f"  threshold[{score}] = {cal.threshold:.6g} at false-alarm rate {cal.false_alarm_rate:.4g} "
-            f"({cal.n} rows, {how})"
+            f"({cal.n} {'steps' if m.series else 'rows'}, {how})"
         )
     lowest = min((c.min_false_alarm_rate or 0.0) for c in m.calibration.values()) if m.calibration else 0.0
     if lowest > target:
@@ -249,8 +336,48 @@ def _report(trained: TrainedVersion) -> None:
 
 
 def _dataset(args: argparse.Namespace) -> Dataset:
-    dataset = load_data(args.data)
+    dataset = load_data(args.data, _data(args))
     return dataset if args.feature_names is None else dataset.with_feature_names(args.feature_names)
+
+
+def _shipped_series(out: Path, progress: bool) -> None:
+    """Train the shipped series model, and write beside it the two days that follow its training data with
+    faults written in (`training.sensors.with_anomalies`), as a CSV a client can send as it is."""
+    from training.artifact import train_version
+    from training.sensors import sensor_series, with_anomalies
+
+    name, variant, data = SHIPPED_SERIES
+    dataset = load_data(data)
+    _describe_series(dataset)
+    trained = train_version(
+        TrainConfig(variant=variant, neighbours=0),
+        dataset,
+        out,
+        name,
+        test_every=0,
+        progress=progress,
+        version=1,
+    )
+    _report(trained)
+    assert dataset.steps is not None
+    days = with_anomalies(sensor_series(days=2.0, seed=1, start_step=len(dataset.steps)))
+    (trained.directory / EXAMPLE_FILE).write_text(days.csv())
+    print(
+        f"  wrote {trained.directory / EXAMPLE_FILE}: two more days, faults at steps "
+        f"{_spans(days.anomaly.tolist())}"
+    )
+
+
+def _spans(flags: Sequence[bool]) -> str:
+    """[start, stop) of each run of True, e.g. "21-57, 50-53"."""
+    spans, start = [], None
+    for i, flag in enumerate([*flags, False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            spans.append(f"{start}-{i}")
+            start = None
+    return ", ".join(spans)
 
 
 def run(argv: Sequence[str] | None = None) -> None:
@@ -263,7 +390,10 @@ def run(argv: Sequence[str] | None = None) -> None:
     if args.command == "defaults":
         from training.artifact import train_version
 
-        for variant in args.variants:
+        chosen = args.only or [f"digits-{v}" for v in args.variants or VARIANT_OPTIONS]
+        if args.only is None and args.variants is None:
+            chosen.append(SHIPPED_SERIES[0])
+        for variant in (v for v in VARIANT_OPTIONS if f"digits-{v}" in chosen):
             trained = train_version(
                 TrainConfig(variant=variant, architecture=SHIPPED_ARCHITECTURE),
                 load_data("digits"),
@@ -274,6 +404,8 @@ def run(argv: Sequence[str] | None = None) -> None:
                 version=1,
             )
             _report(trained)
+        if SHIPPED_SERIES[0] in chosen:
+            _shipped_series(args.out, not args.quiet)
         return
     if not is_valid_name(args.name):
         raise CliError(f"invalid --name {args.name!r}: expected letters, digits, '_', '.', '-' (max 128)")
@@ -283,6 +415,7 @@ def run(argv: Sequence[str] | None = None) -> None:
         raise CliError("--folds must be 0 (a validation split) or at least 2, got 1")
     config = _config(args)
     dataset = _dataset(args)
+    _describe_series(dataset)
     # Data and arguments are checked: only now the heavy libraries.
     from training.artifact import train_version
 

@@ -301,7 +301,9 @@ def test_train_version_records_the_body_and_the_sample_layout(
     metadata = ModelMetadata.read(directory)
     assert (metadata.kind, metadata.architecture, metadata.input_shape) == (kind, body, input_shape)
     assert metadata.training["architecture"] == body
-    assert metadata.image == dataset.image and metadata.series == dataset.series
+    # A series model records the step rule it was calibrated with (the configuration's).
+    recorded = dataset.series.model_copy(update={"step_score": config.step_score}) if dataset.series else None
+    assert metadata.image == dataset.image and metadata.series == recorded
     assert len(metadata.normalisation.offset) == normalisation_entries
     assert metadata.data.n_features == metadata.input_dim == len(metadata.data.feature_min)
     scores = score_rows(directory, raw[:9])
@@ -329,3 +331,36 @@ def test_train_version_normalises_series_per_channel_over_time(
         metadata.normalisation.scale, train.max(axis=(0, 1)) - train.min(axis=(0, 1)), rtol=1e-5
     )
     assert metadata.architecture == "conv1d"
+
+
+def test_a_memory_bank_version_has_a_core_graph_that_requests_without_bank_scores_run(
+    trained: Path, digits: npt.NDArray[np.float32]
+) -> None:
+    from service.core.runtime import OnnxModel
+
+    metadata = ModelMetadata.read(trained)
+    core, full = metadata.graphs["core"], metadata.graphs["model"]
+    assert core.outputs == [o for o in full.outputs if o not in ("knn", "combined")]
+    model = OnnxModel.load(trained)
+    model.warm_up()
+    x = digits[:9].reshape(9, *metadata.input_shape)
+    ran: list[str] = []
+    for role, session in list(model._sessions.items()):
+
+        class Spy:
+            def __init__(self, inner: ort.InferenceSession, role: str) -> None:
+                self.inner, self.role = inner, role
+
+            def run(self, names: list[str], feed: dict[str, object]) -> list[object]:
+                ran.append(self.role)
+                return self.inner.run(names, feed)  # type: ignore[no-any-return]
+
+        model._sessions[role] = Spy(session, role)  # type: ignore[assignment]
+    mse = model.score(x, "mse").errors
+    denoised = model.denoise(x)
+    knn = model.score(x, "knn").errors
+    everything = model.run_model(x)
+    assert ran == ["core", "core", "model", "model"]
+    np.testing.assert_allclose(mse, everything["error"], rtol=1e-5)
+    np.testing.assert_allclose(denoised, everything["reconstruction"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(knn, everything["knn"], rtol=1e-5)
