@@ -5,14 +5,17 @@ image's real command, ports and routes; the service serves /mnt/models in both l
 from __future__ import annotations
 
 import copy
+import importlib
+import importlib.util
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
+import types
 from pathlib import Path
 from typing import Any
 
-import kserve.models
 import kubernetes.client.models
 import pytest
 import yaml  # type: ignore[import-untyped]
@@ -24,6 +27,21 @@ from service.settings import Settings
 from tests.conftest import SHIPPED_MODELS
 from tests.deploy.test_k8s_manifests import _flag, _image_cmd
 
+
+def _kserve_models() -> types.ModuleType:
+    """The KServe SDK's resource models without running `kserve/__init__`, which loads KServe's gRPC modules:
+    they register the Open Inference Protocol's protobuf names (`inference.*`), as tritonclient's gRPC client
+    does, and the two cannot be loaded in one test session."""
+    if "kserve" not in sys.modules:
+        spec = importlib.util.find_spec("kserve")
+        assert spec is not None and spec.submodule_search_locations, "the KServe SDK is not installed"
+        package = types.ModuleType("kserve")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["kserve"] = package
+    return importlib.import_module("kserve.models")
+
+
+KSERVE_MODELS = _kserve_models()
 ROOT = Path(__file__).resolve().parents[2]
 KSERVE = ROOT / "deploy" / "kserve"
 MANIFESTS = {
@@ -68,7 +86,7 @@ def _strict(data: Any, kind: str, where: str) -> Any:
         assert isinstance(data, dict), f"{where} must be a mapping"
         value_kind = mapped.group(1) or mapped.group(2)
         return {k: _strict(v, value_kind, f"{where}.{k}") for k, v in data.items()}
-    model = getattr(kserve.models, kind, None) or getattr(kubernetes.client.models, kind)
+    model = getattr(KSERVE_MODELS, kind, None) or getattr(kubernetes.client.models, kind)
     assert isinstance(data, dict), f"{where} must be a mapping ({kind})"
     fields = {json_name: attr for attr, json_name in model.attribute_map.items()}
     unknown = sorted(set(data) - set(fields))
