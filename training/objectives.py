@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
 import torch
@@ -27,6 +27,7 @@ __all__ = [
     "OBJECTIVES",
     "Autoencoder",
     "ContractiveAutoencoder",
+    "Defaults",
     "DenoisingAutoencoder",
     "HyperParameter",
     "LinearAutoencoder",
@@ -34,9 +35,11 @@ __all__ = [
     "SparseKLAutoencoder",
     "SparseL1Autoencoder",
     "SparseL2Autoencoder",
+    "Tuned",
     "VariationalAutoencoder",
     "build_model",
     "jacobian_frobenius_sq",
+    "jacobian_projections_sq",
     "per_sample_sum",
 ]
 
@@ -51,6 +54,28 @@ class HyperParameter:
     minimum: float = 0.0
     maximum: float = math.inf
     """Allowed range, inclusive."""
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """An objective's defaults on one body where they differ from its own, each measured (docs/images.md).
+
+    None (or a hyper-parameter left out) keeps the objective's own default."""
+
+    latent_dim: int | None = None
+    hidden: tuple[int, ...] | None = None
+    steps: int | None = None
+    hparams: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What an objective trains with on one body when the configuration leaves it unset."""
+
+    latent_dim: int
+    hidden: tuple[int, ...]
+    steps: int
+    hparams: dict[str, float]
 
 
 class Loss(NamedTuple):
@@ -77,6 +102,8 @@ class Autoencoder(nn.Module):
     scores: ClassVar[tuple[ScoreName, ...]] = ("mse",)
     """Anomaly scores the fused graph outputs, beyond-mse ones computed by `extra_scores`."""
     generative: ClassVar[bool] = False
+    tuned: ClassVar[dict[str, Tuned]] = {}
+    """Body key -> this objective's defaults on that body, where they differ (see `defaults_for`)."""
 
     def __init__(
         self,
@@ -91,6 +118,8 @@ class Autoencoder(nn.Module):
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.hp = {p.name: p.default for p in self.hyperparameters} | (hparams or {})
+        self.step_budget = self.default_steps
+        """Gradient steps when the configuration leaves epochs and steps unset (`build_model`: the body's)."""
         plan = BodyPlan(self.code_width(), self.activation, self.code_activation)
         self.body = body(self.input_shape, latent_dim, hidden, plan)
 
@@ -98,6 +127,19 @@ class Autoencoder(nn.Module):
     def default_hidden(cls, body: type[Body]) -> tuple[int, ...]:
         """Capacity when none is given, from the body's default."""
         return body.default_hidden
+
+    @classmethod
+    def defaults_for(cls, body: str) -> Defaults:
+        """Every default of this objective on BODIES[body]: latent size, capacity, step budget and
+        hyper-parameters, the body's tuned ones over the objective's own."""
+        tuned = cls.tuned.get(body, Tuned())
+        own = {p.name: p.default for p in cls.hyperparameters}
+        return Defaults(
+            latent_dim=cls.default_latent_dim if tuned.latent_dim is None else tuned.latent_dim,
+            hidden=cls.default_hidden(BODIES[body]) if tuned.hidden is None else tuned.hidden,
+            steps=cls.default_steps if tuned.steps is None else tuned.steps,
+            hparams=own | tuned.hparams,
+        )
 
     def activation(self) -> nn.Module:
         return nn.ELU()
@@ -208,32 +250,71 @@ class SparseKLAutoencoder(Autoencoder):
 
 
 class DenoisingAutoencoder(Autoencoder):
-    """Trained to map corrupted inputs (Gaussian noise, then masking to zero) back to the clean ones."""
+    """Trained to map corrupted inputs (Gaussian noise, then masking to zero) back to the clean ones.
+
+    With `noise_std_max` above `noise_std`, each sample of a batch gets its own noise std, drawn uniformly
+    between the two: one model then learns to remove every level in that range, instead of one level well and
+    the others badly (a model trained at 0.2 leaves lighter noise blurred and heavier noise in place).
+    """
 
     hyperparameters = (
         HyperParameter("noise_std", 0.2, "std of the Gaussian noise added in the normalised space"),
+        HyperParameter(
+            "noise_std_max",
+            0.0,
+            "when above --noise-std, each sample's noise std is drawn uniformly from [noise_std, this]",
+        ),
         HyperParameter("mask_prob", 0.0, "probability of setting each input value to zero", 0.0, 1.0),
     )
     # Removing noise needs a wider network and code, and longer training, than reconstructing clean inputs.
     default_latent_dim = 32
     default_steps = 12000
+    # Images (docs/images.md, measured on MNIST): noise of every std from 0 to 0.5 of the range, so that one
+    # model serves every level; a wide code, since a narrow one caps what a clean digit keeps.
+    tuned: ClassVar[dict[str, Tuned]] = {
+        "conv2d": Tuned(
+            latent_dim=128, hidden=(32, 64), steps=6000, hparams={"noise_std": 0.0, "noise_std_max": 0.5}
+        )
+    }
 
     @classmethod
     def default_hidden(cls, body: type[Body]) -> tuple[int, ...]:
         return tuple(4 * width for width in body.default_hidden)
 
+    def noise_std(self, x: Tensor) -> Tensor:
+        """The noise std of each sample, (batch, 1, ...) to broadcast over it."""
+        low, high = self.hp["noise_std"], max(self.hp["noise_std_max"], self.hp["noise_std"])
+        spread = torch.rand(x.shape[0], *[1] * (x.ndim - 1), dtype=x.dtype) if high > low else x.new_zeros(())
+        return low + (high - low) * spread
+
     def corrupt(self, x: Tensor) -> Tensor:
-        noisy = x + self.hp["noise_std"] * torch.randn_like(x)
+        noisy = x + self.noise_std(x) * torch.randn_like(x)
         keep = torch.rand_like(x) >= self.hp["mask_prob"]
         return noisy * keep
 
 
 class ContractiveAutoencoder(Autoencoder):
-    """Penalty lambda * ||J_f(x)||_F^2 on a sigmoid code, the encoder's Jacobian taken exactly by autograd."""
+    """Penalty lambda * ||J_f(x)||_F^2 on a sigmoid code, the encoder's Jacobian taken by autograd: exactly
+    (one backward pass per code unit), or estimated from random projections where that is too slow.
+
+    For v ~ N(0, I) over the code, E ||v^T J||^2 = ||J||_F^2, so the mean over k probes is an unbiased
+    estimate at k backward passes instead of latent_dim; a convolutional encoder's backward pass costs as
+    much as its forward one, which makes the exact penalty latent_dim times the cost of a plain step.
+    """
 
     hyperparameters = (
         HyperParameter("contractive_weight", 0.01, "weight of the squared Frobenius norm of the Jacobian"),
+        HyperParameter(
+            "jacobian_probes",
+            0,
+            "random projections estimating the Jacobian norm in training (0: exact, one pass per code unit)",
+            0,
+            64,
+        ),
     )
+    # A conv2d encoder's backward pass costs about its forward one: the exact penalty made a step 30 times
+    # slower than a plain one on MNIST (docs/images.md); one probe a step costs one pass.
+    tuned: ClassVar[dict[str, Tuned]] = {"conv2d": Tuned(hparams={"jacobian_probes": 1})}
 
     def code_activation(self) -> nn.Module:
         return nn.Sigmoid()
@@ -243,7 +324,12 @@ class ContractiveAutoencoder(Autoencoder):
         return super().loss(x.detach().requires_grad_(True))
 
     def penalty(self, x: Tensor, z: Tensor) -> Tensor:
-        return self.hp["contractive_weight"] * jacobian_frobenius_sq(z, x, create_graph=True).mean()
+        probes = int(self.hp["jacobian_probes"])
+        if probes and self.training:
+            norms = jacobian_projections_sq(z, x, probes)
+        else:
+            norms = jacobian_frobenius_sq(z, x, create_graph=True)
+        return self.hp["contractive_weight"] * norms.mean()
 
 
 def jacobian_frobenius_sq(z: Tensor, x: Tensor, create_graph: bool = False) -> Tensor:
@@ -257,6 +343,17 @@ def jacobian_frobenius_sq(z: Tensor, x: Tensor, create_graph: bool = False) -> T
         (grad,) = torch.autograd.grad(z[:, j].sum(), x, create_graph=create_graph, retain_graph=True)
         total = total + per_sample_sum(grad**2)  # (batch,)
     return total
+
+
+def jacobian_projections_sq(z: Tensor, x: Tensor, probes: int) -> Tensor:
+    """Per-sample estimate of ||dz/dx||_F^2, (batch,): the mean of ||v^T dz/dx||^2 over `probes` draws of
+    v ~ N(0, I), differentiable (for a training penalty)."""
+    total = x.new_zeros(x.shape[0])
+    for _ in range(probes):
+        v = torch.randn_like(z)  # (batch, code width)
+        (grad,) = torch.autograd.grad((z * v).sum(), x, create_graph=True, retain_graph=True)
+        total = total + per_sample_sum(grad**2)  # (batch,)
+    return total / probes
 
 
 class VariationalAutoencoder(Autoencoder):
@@ -321,13 +418,16 @@ def build_model(
     hidden: tuple[int, ...] | None,
     hparams: dict[str, float],
 ) -> Autoencoder:
-    """OBJECTIVES[objective] on BODIES[body] for samples of `input_shape`; None takes the objective's default
-    latent size, or its default capacity for that body."""
-    cls, body_cls = OBJECTIVES[objective], BODIES[body]
-    return cls(
-        body_cls,
+    """OBJECTIVES[objective] on BODIES[body] for samples of `input_shape`; None (and a hyper-parameter left
+    out) takes the objective's default on that body (`Autoencoder.defaults_for`), step budget included."""
+    cls = OBJECTIVES[objective]
+    defaults = cls.defaults_for(body)
+    model = cls(
+        BODIES[body],
         input_shape,
-        cls.default_latent_dim if latent_dim is None else latent_dim,
-        cls.default_hidden(body_cls) if hidden is None else hidden,
-        hparams,
+        defaults.latent_dim if latent_dim is None else latent_dim,
+        defaults.hidden if hidden is None else hidden,
+        defaults.hparams | hparams,
     )
+    model.step_budget = defaults.steps
+    return model

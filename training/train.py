@@ -78,7 +78,7 @@ def train_model(
         config.variant, body, x_train.shape[1:], config.latent_dim, config.hidden, config.hparams
     )
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    epochs, steps_per_epoch = epochs_for(config, len(x_train), model.default_steps)
+    epochs, steps_per_epoch = epochs_for(config, len(x_train), model.step_budget)
     total_steps = epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser,
