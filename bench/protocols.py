@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -99,14 +101,32 @@ def _bodies(model: str, width: int, batch: int, folder: Path) -> dict[str, Reque
     return requests
 
 
-def _wrk(url: str, request: Request, seconds: int, folder: Path, batch: int) -> dict[str, Any]:
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU the process (and its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _server_cost(pid: int, requests: int, batch: int, cpu: float) -> dict[str, Any]:
+    """The server's own CPU per sample: what each protocol costs, whatever the client costs (the clients
+    differ and share the cores with the server)."""
+    return {
+        "server_cpu_us_per_request": round(cpu / max(requests, 1) * 1e6, 1),
+        "server_samples_per_cpu_s": round(requests * batch / cpu, 1) if cpu else None,
+    }
+
+
+def _wrk(url: str, request: Request, seconds: int, folder: Path, batch: int, pid: int) -> dict[str, Any]:
+    before = _cpu_seconds(pid)
     result = run_wrk(url, request, CONCURRENCY, seconds, folder)
+    cpu = _cpu_seconds(pid) - before
     return {
         "samples_per_s": round(result.requests_per_s * batch, 1),
         "requests_per_s": round(result.requests_per_s, 1),
         "p50_ms": round(result.p50_ms, 2),
         "p99_ms": round(result.p99_ms, 2),
         "errors": result.non_2xx + result.socket_errors,
+        **_server_cost(pid, result.requests, batch, cpu),
     }
 
 
@@ -128,6 +148,63 @@ def _server(tree: Path, models: Path, grpc: bool) -> Any:
     server = LiveServer(tree / "models", cwd=tree, start_timeout=120)
     server.command = [c for c in server.command if c not in ("--grpc-port", "0")]
     return server
+
+
+def _grpc(server: Any, model: str, width: int, batch: int, seconds: int) -> dict[str, Any]:
+    """v2 over gRPC, raw contents, `latent` only (what /encode answers), from CONCURRENCY concurrent
+    callers of tritonclient's own protocol modules on one channel."""
+    import asyncio
+
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    x = np.random.default_rng(batch).uniform(0, 16, (batch, width)).astype(np.float32)
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name="x", datatype="FP32", shape=[batch, width])
+    request.outputs.add(name="latent")
+    request.raw_input_contents.append(x.tobytes())
+    latencies: list[float] = []
+    errors = 0
+
+    async def run() -> None:
+        nonlocal errors
+        async with grpc.aio.insecure_channel(f"{server.host}:{server.grpc_port}") as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            until = time.perf_counter() + seconds
+
+            async def caller() -> None:
+                nonlocal errors
+                while time.perf_counter() < until:
+                    started = time.perf_counter()
+                    try:
+                        await stub.ModelInfer(request)
+                    except grpc.aio.AioRpcError:
+                        errors += 1
+                    latencies.append(time.perf_counter() - started)
+
+            await asyncio.gather(*(caller() for _ in range(CONCURRENCY)))
+
+    before = _cpu_seconds(server.process.pid)
+    started = time.perf_counter()
+    asyncio.run(run())
+    elapsed, cpu = time.perf_counter() - started, _cpu_seconds(server.process.pid) - before
+    ms = np.asarray(latencies) * 1000
+    return {
+        "samples_per_s": round(len(latencies) * batch / elapsed, 1),
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "errors": errors,
+        **_server_cost(server.process.pid, len(latencies), batch, cpu),
+    }
+
+
+def _served(server: Any, model: str) -> int:
+    """Requests the model has answered, from the statistics extension."""
+    with urllib.request.urlopen(f"{server.url}/v2/models/{model}/stats", timeout=10) as answer:
+        stats = json.loads(answer.read())["model_stats"]
+    return sum(int(s["inference_stats"]["success"]["count"]) for s in stats)
 
 
 def _perf_analyzer(server: Any, model: str, seconds: int) -> dict[str, Any]:
@@ -154,8 +231,14 @@ def _perf_analyzer(server: Any, model: str, seconds: int) -> dict[str, Any]:
                 # met on a machine whose cores the load generator shares).
                 extra=("--stability-percentage", "25"),
             )
+            before, count = _cpu_seconds(server.process.pid), _served(server, model)
             summary = perf_analyzer.run(options, installation)
+            # Every request of the run (its warm-up and all its windows) against the server's CPU over it,
+            # counted by the server's own statistics.
+            cpu = _cpu_seconds(server.process.pid) - before
+            served = _served(server, model) - count
             found[f"pa-{protocol}-{tensor_format}-b{batch}"] = {
+                **_server_cost(server.process.pid, served, batch, cpu),
                 "samples_per_s": round(summary.samples_per_s, 1),
                 "requests_per_s": round(summary.requests_per_s, 1),
                 "p50_ms": summary.p50_ms,
@@ -193,7 +276,14 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.rounds):
                 for name, request in requests.items():
                     batch = int(name.rsplit("-b", 1)[1])
-                    rounds[name].append(_wrk(server.url, request, args.seconds, folder, batch))
+                    rounds[name].append(
+                        _wrk(server.url, request, args.seconds, folder, batch, server.process.pid)
+                    )
+                for batch in (1, 64):
+                    name = f"grpc-raw-b{batch}"
+                    rounds.setdefault(name, []).append(
+                        _grpc(server, args.model, args.width, batch, args.seconds)
+                    )
             for name, runs in rounds.items():
                 results[name] = sorted(runs, key=lambda r: r["samples_per_s"])[len(runs) // 2]
                 results[name]["rounds"] = [r["samples_per_s"] for r in runs]
@@ -217,20 +307,27 @@ def main(argv: list[str] | None = None) -> int:
                                 )
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+
+    def served(name: str) -> float:
+        return float(results[name]["samples_per_s"])
+
+    def per_cpu(name: str) -> float:
+        return float(results[name]["server_samples_per_cpu_s"] or 0.0)
+
     ratios = {
-        "v2_json_b64_over_rest_json_b64": results["v2-json-b64"]["samples_per_s"]
-        / results["rest-json-b64"]["samples_per_s"],
-        "v2_binary_b64_over_rest_binary_b64": results["v2-binary-b64"]["samples_per_s"]
-        / results["rest-binary-b64"]["samples_per_s"],
+        "v2_json_b64_over_rest_json_b64": served("v2-json-b64") / served("rest-json-b64"),
+        "v2_binary_b64_over_rest_binary_b64": served("v2-binary-b64") / served("rest-binary-b64"),
+        "v2_json_b64_over_rest_json_b64_per_server_cpu": per_cpu("v2-json-b64") / per_cpu("rest-json-b64"),
     }
     if args.perf_analyzer:
-        grpc, http = results["pa-grpc-binary-b64"], results["pa-http-binary-b64"]
-        ratios["grpc_b64_over_v2_http_binary_b64_perf_analyzer"] = grpc["samples_per_s"] / max(
-            http["samples_per_s"], 1e-9
+        grpc, http = "pa-grpc-binary-b64", "pa-http-binary-b64"
+        ratios["grpc_b64_over_v2_http_binary_b64_perf_analyzer"] = served(grpc) / max(served(http), 1e-9)
+        ratios["perf_analyzer_grpc_b64_over_rest_binary_b64_per_server_cpu"] = per_cpu(grpc) / per_cpu(
+            "rest-binary-b64"
         )
-        ratios["grpc_b64_over_rest_binary_b64"] = (
-            grpc["samples_per_s"] / results["rest-binary-b64"]["samples_per_s"]
-        )
+    ratios["grpc_raw_b64_over_rest_binary_b64_per_server_cpu"] = per_cpu("grpc-raw-b64") / per_cpu(
+        "rest-binary-b64"
+    )
     if args.baseline:
         for name in ("rest-json-b1", "rest-json-b64"):
             now = np.median([results[f"current-{name}-{r}"]["samples_per_s"] for r in range(args.rounds)])

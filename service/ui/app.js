@@ -48,6 +48,9 @@
     tabRows: null,
     tabResult: null,
     tabSelected: 0,
+    series: null, // {names, times, values: steps x channels} of the last scored series
+    seriesResult: null,
+    seriesSelected: null, // the step whose channel errors are shown
     currentScores: [],
     lastCode: null, // [latent, log_var | null] of the last /encode answer, to redraw on resize
     lastGauge: null, // [score, threshold] of the last /reconstruction-error answer
@@ -168,6 +171,15 @@
 
   function isImageModel(model) {
     return model.image != null;
+  }
+
+  function isSeriesModel(model) {
+    return model.kind === "series" && model.series != null;
+  }
+
+  // Column names a model's inputs are keyed by, or null when it has none.
+  function columnNames(model) {
+    return Array.isArray(model.feature_names) && model.feature_names.length ? model.feature_names : null;
   }
 
   // [height, width] of an image model's samples.
@@ -322,6 +334,9 @@
     state.lastGauge = null;
     state.tabRows = null;
     state.tabResult = null;
+    state.series = null;
+    state.seriesResult = null;
+    state.seriesSelected = null;
     state.range = valueRange(model);
     history.replaceState(null, "", "#model=" + encodeURIComponent(model.name));
     highlightSelected();
@@ -333,7 +348,11 @@
       "variant " + (model.variant || "?"),
       model.input_dim + " inputs",
       model.latent_dim + "-dimensional code",
-      isImageModel(model) ? imageShape(model).join("×") + " images" : "tabular rows",
+      isImageModel(model)
+        ? imageShape(model).join("×") + " images"
+        : isSeriesModel(model)
+          ? "series: windows of " + model.series.window + " steps × " + model.series.channels + " channels"
+          : "tabular rows",
     ];
     if (isImageModel(model)) bits.push("pixel values " + fmt(state.range[0]) + " to " + fmt(state.range[1]));
     if (model.generative) bits.push("generative");
@@ -345,9 +364,12 @@
     $("far-input").value = "";
 
     const image = isImageModel(model);
+    const series = !image && isSeriesModel(model);
     $("image-panel").hidden = !image;
-    $("tabular-panel").hidden = image;
+    $("series-panel").hidden = !series;
+    $("tabular-panel").hidden = image || series;
     if (image) setupImageModel(model);
+    else if (series) setupSeriesModel(model);
     else setupTabularModel(model);
     drawCalibration();
   }
@@ -399,6 +421,8 @@
     if (isImageModel(state.model)) {
       if (state.lastCode && state.lastInput) renderCode(...state.lastCode);
       if (state.lastGauge && state.lastInput) renderGauge(...state.lastGauge);
+    } else if (isSeriesModel(state.model)) {
+      if (state.seriesResult) renderSeries();
     } else if (state.tabResult) {
       renderRows(state.tabSelected);
     }
@@ -877,11 +901,18 @@
       return;
     }
     $("csv-score-btn").disabled = true;
+    // A header on a model with named columns sends records keyed by it, so the columns may come in any order and
+    // the service says which are missing or unknown; otherwise the rows go as they are, in the model's order.
+    const names = columnNames(model);
+    const input =
+      names && parsed.names
+        ? { records: parsed.rows.map((row) => Object.fromEntries(parsed.names.map((n, j) => [n, row[j]]))) }
+        : { inputs: parsed.rows };
     try {
       const res = await api(
         "POST",
         "/reconstruction-error",
-        modelRef(Object.assign({ inputs: parsed.rows, per_feature: true }, scoreOptions())),
+        modelRef(Object.assign(input, { per_feature: true }, scoreOptions())),
       );
       if (generation !== state.generation) return;
       clearErrors();
@@ -902,13 +933,20 @@
     state.tabSelected = selected;
     const body = $("rows-body");
     body.replaceChildren();
+    const top = Array.isArray(res.top_features) ? res.top_features : null;
+    $("top-features-head").hidden = !top;
     res.errors.forEach((score, i) => {
       const anomaly = Boolean(res.anomalies[i]);
-      const row = el("tr", { class: i === selected ? "selected" : "", "data-anomaly": String(anomaly) }, [
+      const cells = [
         el("td", { text: String(i + 1) }),
         el("td", { text: fmt(score) }),
         el("td", {}, [el("span", { class: "flag " + (anomaly ? "flag-anomaly" : "flag-normal"), text: anomaly ? "ANOMALY" : "normal" })]),
-      ]);
+      ];
+      if (top) {
+        const worst = top[i] ? top[i].map(([name, err]) => name + " " + fmt(err)).join(", ") : "";
+        cells.push(el("td", { class: "top-features", text: worst }));
+      }
+      const row = el("tr", { class: i === selected ? "selected" : "", "data-anomaly": String(anomaly) }, cells);
       row.addEventListener("click", () => renderRows(i));
       body.append(row);
     });
@@ -917,11 +955,17 @@
       res.errors.length + " rows, " + flagged + " flagged · score " + res.score + ", threshold " +
       (res.threshold === null ? "none" : fmt(res.threshold)) + (res.threshold_source ? " (" + res.threshold_source + ")" : "");
     $("feature-row-label").textContent = "(row " + (selected + 1) + ")";
-    if (res.feature_errors) renderFeatureErrors(res.feature_errors[selected], state.tabRows.names);
+    const names = columnNames(state.model) || state.tabRows.names;
+    if (res.feature_errors) renderFeatureErrors(inOrder(res.feature_errors[selected], names), names, "feature-canvas");
   }
 
-  function renderFeatureErrors(errors, names) {
-    const canvas = $("feature-canvas");
+  // Answers to records come back as records: one value per column, in `names`' order.
+  function inOrder(values, names) {
+    return Array.isArray(values) ? values : names.map((n) => values[n]);
+  }
+
+  function renderFeatureErrors(errors, names, canvasId) {
+    const canvas = $(canvasId);
     const { ctx, W, H } = fitCanvas(canvas, 200);
     const n = errors.length;
     const top = Math.max(...errors, 1e-12);
@@ -963,6 +1007,324 @@
       lines.push(row.join(", "));
     }
     $("csv-input").value = lines.join("\n");
+  }
+
+  // ---------------------------------------------------------------- series models
+
+  function seriesColumns(model) {
+    const names = columnNames(model) || Array.from({ length: model.series.channels }, (_, c) => "ch" + c);
+    return { names, time: model.series.time_column || null };
+  }
+
+  function setupSeriesModel(model) {
+    const { names, time } = seriesColumns(model);
+    $("series-columns").textContent = (time ? [time + " (optional)"] : []).concat(names).join(", ");
+    $("series-window").textContent = String(model.series.window);
+    $("series-input").placeholder = (time ? [time] : []).concat(names).join(", ");
+    $("series-status").textContent = "No series scored yet.";
+    $("series-example-note").hidden = true;
+    $("spans-body").replaceChildren();
+    $("step-label").textContent = "";
+    for (const id of ["series-canvas", "step-canvas", "channel-canvas"]) blankCanvas($(id));
+  }
+
+  // CSV text -> {names (header or null), times (or null), values: steps x channels in the model's order}.
+  function parseSeriesCsv(text, model) {
+    const { names, time } = seriesColumns(model);
+    const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+    if (!lines.length) throw new Error("no lines found; expected a header and one line per time step");
+    const split = (line) => line.split(/[,;\t]/).map((c) => c.trim());
+    let header = null;
+    let first = split(lines[0]);
+    if (first.some((c) => !Number.isFinite(Number(c)) || c === "")) {
+      header = first;
+      lines.shift();
+    }
+    const records = [];
+    const values = [];
+    const times = [];
+    lines.forEach((line, k) => {
+      const cells = split(line);
+      const width = header ? header.length : names.length;
+      if (cells.length !== width) {
+        throw new Error("line " + (k + (header ? 2 : 1)) + " has " + cells.length + " values; expected " + width);
+      }
+      if (header) {
+        const record = {};
+        header.forEach((h, j) => {
+          const v = Number(cells[j]);
+          record[h] = h === time && !Number.isFinite(v) ? cells[j] : v;
+        });
+        records.push(record);
+        values.push(names.map((n) => (n in record ? Number(record[n]) : NaN)));
+        times.push(time && time in record ? record[time] : k);
+      } else {
+        const row = cells.map(Number);
+        if (row.some((v) => !Number.isFinite(v))) {
+          throw new Error("line " + (k + 1) + " has a value that is not a number: " + JSON.stringify(line.slice(0, 80)));
+        }
+        values.push(row);
+        times.push(k);
+      }
+    });
+    if (!values.length) throw new Error("a header but no time steps");
+    return { header, records: header ? records : null, values, times, names };
+  }
+
+  async function scoreSeries() {
+    const model = state.model;
+    const generation = state.generation;
+    let parsed;
+    try {
+      parsed = parseSeriesCsv($("series-input").value, model);
+    } catch (err) {
+      showError(err, "Reading the series");
+      return;
+    }
+    // Named columns travel as records, so the service matches them by name and says which are missing.
+    const input = parsed.records && columnNames(model) ? { records: parsed.records } : { inputs: parsed.values };
+    $("series-score-btn").disabled = true;
+    try {
+      const res = await api("POST", "/reconstruction-error", modelRef(Object.assign(input, { per_feature: true }, scoreOptions())));
+      if (generation !== state.generation) return;
+      clearErrors();
+      state.series = parsed;
+      state.seriesResult = res;
+      state.currentScores = [];
+      const flagged = res.anomalies.findIndex(Boolean);
+      state.seriesSelected = flagged >= 0 ? flagged : null;
+      renderSeries();
+      drawCalibration();
+    } catch (err) {
+      showError(err, "Scoring the series");
+    } finally {
+      $("series-score-btn").disabled = false;
+    }
+  }
+
+  // Runs of consecutive flagged steps: [[first, last], ...].
+  function flaggedSpans(anomalies) {
+    const spans = [];
+    anomalies.forEach((a, i) => {
+      if (!a) return;
+      const last = spans[spans.length - 1];
+      if (last && last[1] === i - 1) last[1] = i;
+      else spans.push([i, i]);
+    });
+    return spans;
+  }
+
+  // Shared x axis of the two series charts.
+  function stepAxis(W, n) {
+    const left = 64;
+    const right = W - 12;
+    const xOf = (i) => left + ((i + 0.5) / n) * (right - left);
+    const stepOf = (x) => Math.max(0, Math.min(n - 1, Math.floor(((x - left) / (right - left)) * n)));
+    return { left, right, xOf, stepOf, width: (right - left) / n };
+  }
+
+  function shadeSpans(ctx, axis, spans, top, bottom) {
+    ctx.fillStyle = "rgba(197, 34, 31, 0.16)";
+    for (const [a, b] of spans) {
+      ctx.fillRect(axis.xOf(a) - axis.width / 2, top, (b - a + 1) * axis.width, bottom - top);
+    }
+  }
+
+  function markStep(ctx, axis, step, top, bottom) {
+    if (step === null) return;
+    ctx.strokeStyle = "#2f6fde";
+    ctx.setLineDash([3, 3]);
+    ctx.beginPath();
+    ctx.moveTo(axis.xOf(step) + 0.5, top);
+    ctx.lineTo(axis.xOf(step) + 0.5, bottom);
+    ctx.stroke();
+    ctx.setLineDash([]);
+  }
+
+  function polyline(ctx, axis, values, yOf) {
+    ctx.beginPath();
+    let pen = false;
+    values.forEach((v, i) => {
+      if (!Number.isFinite(v)) {
+        pen = false;
+        return;
+      }
+      if (pen) ctx.lineTo(axis.xOf(i), yOf(v));
+      else ctx.moveTo(axis.xOf(i), yOf(v));
+      pen = true;
+    });
+    ctx.stroke();
+  }
+
+  function renderSeries() {
+    const { values, names, times } = state.series;
+    const res = state.seriesResult;
+    const n = values.length;
+    const spans = flaggedSpans(res.anomalies);
+    const channels = names.length;
+    const palette = ["#2f6fde", "#1e8e3e", "#9a5b00", "#7b3fb8", "#0b7b8a", "#b0306a"];
+
+    // Channels: one band each, scaled to its own range.
+    const band = Math.max(36, Math.min(80, Math.floor(320 / channels)));
+    const { ctx, W, H } = fitCanvas($("series-canvas"), band * channels + 22);
+    const axis = stepAxis(W, n);
+    shadeSpans(ctx, axis, spans, 0, H - 22);
+    ctx.font = "11px system-ui, sans-serif";
+    for (let c = 0; c < channels; c++) {
+      const column = values.map((row) => row[c]);
+      const finite = column.filter(Number.isFinite);
+      const lo = Math.min(...finite);
+      const hi = Math.max(...finite);
+      const top = c * band + 6;
+      const bottom = (c + 1) * band - 6;
+      const yOf = (v) => (hi > lo ? bottom - ((v - lo) / (hi - lo)) * (bottom - top) : (top + bottom) / 2);
+      ctx.strokeStyle = palette[c % palette.length];
+      ctx.lineWidth = 1.4;
+      polyline(ctx, axis, column, yOf);
+      ctx.lineWidth = 1;
+      ctx.fillStyle = "#1d2330";
+      ctx.textAlign = "right";
+      ctx.fillText(names[c].slice(0, 9), axis.left - 6, (top + bottom) / 2 + 4);
+      ctx.fillStyle = "#667085";
+      ctx.fillText(fmt(hi), axis.left - 6, top + 8);
+      ctx.fillText(fmt(lo), axis.left - 6, bottom);
+    }
+    markStep(ctx, axis, state.seriesSelected, 0, H - 22);
+    ctx.fillStyle = "#667085";
+    ctx.textAlign = "center";
+    for (let k = 0; k <= 6; k++) {
+      const i = Math.round(((n - 1) * k) / 6);
+      ctx.fillText(String(times[i]).slice(0, 19), axis.xOf(i), H - 6);
+    }
+    $("series-canvas").dataset.drawn = "1";
+
+    renderStepScores(res, spans);
+    renderSpans(res, spans, times);
+    renderStepChannels();
+  }
+
+  function renderStepScores(res, spans) {
+    const canvas = $("step-canvas");
+    const { ctx, W, H } = fitCanvas(canvas, 200);
+    const n = res.errors.length;
+    const axis = stepAxis(W, n);
+    const top = 10;
+    const bottom = H - 24;
+    const threshold = res.threshold;
+    const finite = res.errors.filter(Number.isFinite);
+    const yMax = Math.max(...finite, Number.isFinite(threshold) ? threshold * 1.25 : 0, 1e-12);
+    // Scores far above the threshold would flatten it onto the axis: then the axis is logarithmic.
+    const positive = finite.filter((v) => v > 0);
+    const yMin = Math.max(Math.min(...positive, Number.isFinite(threshold) ? threshold : yMax), yMax * 1e-6);
+    const log = Number.isFinite(threshold) && threshold > 0 && yMax / threshold > 20;
+    const yOf = log
+      ? (v) => bottom - (Math.log(Math.min(Math.max(v, yMin), yMax) / yMin) / Math.log(yMax / yMin)) * (bottom - top)
+      : (v) => bottom - (Math.min(v, yMax) / yMax) * (bottom - top);
+    shadeSpans(ctx, axis, spans, top, bottom);
+    ctx.strokeStyle = "#1d2330";
+    ctx.lineWidth = 1.4;
+    polyline(ctx, axis, res.errors, yOf);
+    ctx.lineWidth = 1;
+    ctx.fillStyle = "#c5221f";
+    res.errors.forEach((v, i) => {
+      if (res.anomalies[i]) ctx.fillRect(axis.xOf(i) - 1.5, yOf(v) - 1.5, 3, 3);
+    });
+    if (Number.isFinite(threshold)) {
+      ctx.strokeStyle = "#c5221f";
+      ctx.setLineDash([5, 4]);
+      ctx.beginPath();
+      ctx.moveTo(axis.left, yOf(threshold) + 0.5);
+      ctx.lineTo(axis.right, yOf(threshold) + 0.5);
+      ctx.stroke();
+      ctx.setLineDash([]);
+    }
+    markStep(ctx, axis, state.seriesSelected, top, bottom);
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.fillStyle = "#667085";
+    ctx.textAlign = "right";
+    ctx.fillText(fmt(yMax), axis.left - 6, top + 8);
+    if (!Number.isFinite(threshold) || bottom - yOf(threshold) > 14) ctx.fillText(log ? fmt(yMin) : "0", axis.left - 6, bottom);
+    if (Number.isFinite(threshold)) {
+      ctx.fillStyle = "#c5221f";
+      ctx.fillText("threshold", axis.left - 6, yOf(threshold) + 4);
+    }
+    ctx.fillStyle = "#667085";
+    ctx.textAlign = "center";
+    ctx.fillText("time step" + (log ? " (score axis logarithmic)" : ""), (axis.left + axis.right) / 2, H - 6);
+    canvas.dataset.drawn = "1";
+    const flagged = res.anomalies.filter(Boolean).length;
+    $("series-status").textContent =
+      n + " steps, " + flagged + " flagged in " + spans.length + " span" + (spans.length === 1 ? "" : "s") +
+      " · score " + res.score + " per step (" + (state.model.series.step_score || "last") + " rule), threshold " +
+      (threshold === null ? "none" : fmt(threshold)) + (res.threshold_source ? " (" + res.threshold_source + ")" : "");
+  }
+
+  function renderSpans(res, spans, times) {
+    const body = $("spans-body");
+    body.replaceChildren();
+    spans.forEach(([a, b]) => {
+      let peak = a;
+      for (let i = a; i <= b; i++) if (res.errors[i] > res.errors[peak]) peak = i;
+      const on = state.seriesSelected !== null && state.seriesSelected >= a && state.seriesSelected <= b;
+      const row = el("tr", { class: on ? "selected" : "", "data-first": String(a), "data-last": String(b) }, [
+        el("td", { text: a === b ? String(times[a]) : times[a] + " – " + times[b] }),
+        el("td", { text: String(b - a + 1) }),
+        el("td", { text: fmt(res.errors[peak]) + " at " + times[peak] }),
+      ]);
+      row.addEventListener("click", () => selectStep(peak));
+      body.append(row);
+    });
+  }
+
+  function renderStepChannels() {
+    const res = state.seriesResult;
+    const step = state.seriesSelected;
+    if (step === null || !res.feature_errors) {
+      blankCanvas($("channel-canvas"));
+      $("step-label").textContent = "(click a step)";
+      return;
+    }
+    $("step-label").textContent = "(step " + state.series.times[step] + ", score " + fmt(res.errors[step]) + ")";
+    const names = state.series.names;
+    renderFeatureErrors(inOrder(res.feature_errors[step], names), names, "channel-canvas");
+  }
+
+  function selectStep(step) {
+    state.seriesSelected = step;
+    renderSeries();
+  }
+
+  function exampleSeries(model) {
+    const { names, time } = seriesColumns(model);
+    const channels = names.length;
+    const window = model.series.window;
+    const n = Math.max(200, 4 * window);
+    const data = model.data || {};
+    // Each channel's range in the training data: the flattened window repeats it once per step.
+    const range = (c) => {
+      const lo = [];
+      const hi = [];
+      for (let j = c; j < (data.feature_min || []).length; j += channels) {
+        lo.push(data.feature_min[j]);
+        hi.push(data.feature_max[j]);
+      }
+      return lo.length ? [Math.min(...lo), Math.max(...hi)] : [0, 1];
+    };
+    const ranges = names.map((_, c) => range(c));
+    const start = Math.floor(n * 0.6);
+    const length = Math.max(window, 10);
+    const lines = [(time ? [time] : []).concat(names).join(",")];
+    for (let t = 0; t < n; t++) {
+      const row = ranges.map(([lo, hi], c) => {
+        const mid = (lo + hi) / 2;
+        const amp = (hi - lo) / 4 || 1;
+        let v = mid + amp * Math.sin((2 * Math.PI * t) / (24 + 7 * c)) + amp * 0.1 * (Math.random() * 2 - 1);
+        if (c === 0 && t >= start && t < start + length) v += 3 * amp;
+        return +v.toPrecision(5);
+      });
+      lines.push((time ? [t] : []).concat(row).join(","));
+    }
+    return lines.join("\n");
   }
 
   // ---------------------------------------------------------------- calibration chart
@@ -1153,7 +1515,9 @@
       drawCalibration();
       if (!state.model) return;
       if (isImageModel(state.model)) scheduleUpdate();
-      else if (state.tabResult) scoreRows();
+      else if (isSeriesModel(state.model)) {
+        if (state.seriesResult) scoreSeries();
+      } else if (state.tabResult) scoreRows();
     };
     $("score-select").addEventListener("change", rescore);
     $("far-input").addEventListener("change", rescore);
@@ -1174,6 +1538,31 @@
       }
       scoreRows();
     });
+    $("series-score-btn").addEventListener("click", scoreSeries);
+    $("series-example-btn").addEventListener("click", () => {
+      $("series-input").value = exampleSeries(state.model);
+      $("series-example-note").hidden = false;
+      scoreSeries();
+    });
+    $("series-file").addEventListener("change", async () => {
+      const file = $("series-file").files[0];
+      if (!file) return;
+      try {
+        $("series-input").value = await file.text();
+      } catch (err) {
+        showError(err, "Reading " + file.name);
+        return;
+      }
+      $("series-example-note").hidden = true;
+      scoreSeries();
+    });
+    for (const id of ["series-canvas", "step-canvas"]) {
+      $(id).addEventListener("click", (event) => {
+        if (!state.seriesResult) return;
+        const rect = event.currentTarget.getBoundingClientRect();
+        selectStep(stepAxis(rect.width, state.seriesResult.errors.length).stepOf(event.clientX - rect.left));
+      });
+    }
     setupDrawingEvents();
     let resizeTimer = 0;
     window.addEventListener("resize", () => {
@@ -1193,6 +1582,9 @@
     },
     get busy() {
       return state.inflight || state.dirty;
+    },
+    get seriesSelected() {
+      return state.seriesSelected;
     },
   };
 

@@ -31,6 +31,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import FIXTURE_MODELS, SHIPPED_MODELS
+from tests.fixtures.make_shaped import SHAPED_MODELS
 from tests.live import LiveServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -474,5 +475,110 @@ def test_explorer_image_view_draws_at_the_models_resolution(
         assert math.isclose(score, errors["errors"][0], rel_tol=1e-5, abs_tol=1e-9)
         _screenshot(browser, "explorer-28x28", docs_name="explorer-mnist.png")
 
+    severe = _severe_console_entries(browser)
+    assert not severe, "console errors:\n" + "\n".join(severe)
+
+
+def _series_csv(
+    offset: list[float], channels: int, steps: int, spike: range
+) -> tuple[str, list[list[float]]]:
+    """A flat series at the training mean, with a large spike on the first channel over `spike`."""
+    values = [
+        [offset[c] + (40.0 if c == 0 and t in spike else 0.0) for c in range(channels)] for t in range(steps)
+    ]
+    lines = ["t,temp,flow"] + [f"{t},{row[1]:.4f},{row[0]:.4f}" for t, row in enumerate(values)]
+    return "\n".join(lines), [[round(v, 4) for v in row] for row in values]
+
+
+def test_explorer_scores_a_series_and_shows_its_flagged_spans(browser: webdriver.Chrome) -> None:
+    meta = json.loads((SHAPED_MODELS / "tiny-series" / "1" / "metadata.json").read_text())
+    channels = meta["series"]["channels"]
+    # Columns in another order than the model's, and a time column: the page sends records keyed by name.
+    csv, values = _series_csv(meta["normalisation"]["offset"], channels, 40, range(20, 24))
+    _severe_console_entries(browser)
+    with _serve(SHAPED_MODELS) as url:
+        browser.get(url + "/ui/#model=tiny-series")
+        _wait(browser, "the series panel", lambda d: d.find_element(By.ID, "series-panel").is_displayed())
+        assert not browser.find_element(By.ID, "tabular-panel").is_displayed()
+        browser.find_element(By.ID, "series-input").send_keys(csv)
+        browser.find_element(By.ID, "series-score-btn").click()
+        _wait(browser, "the step scores", lambda d: "steps" in d.find_element(By.ID, "series-status").text)
+
+        direct = _post(url, "/reconstruction-error", {"model": "tiny-series", "inputs": values})
+        flagged = sum(direct["anomalies"])
+        assert flagged, "the spike was not flagged by the service itself"
+        status = browser.find_element(By.ID, "series-status").text
+        assert status.startswith(f"40 steps, {flagged} flagged"), status
+        spans = browser.find_elements(By.CSS_SELECTOR, "#spans-body tr")
+        runs = [
+            i for i, a in enumerate(direct["anomalies"]) if a and (i == 0 or not direct["anomalies"][i - 1])
+        ]
+        assert len(spans) == len(runs)
+        for name in ("series-canvas", "step-canvas"):
+            assert _canvas_contrast(browser, name) > 40, f"{name} is blank"
+        # The page opens on the first flagged step; a span picks its peak and shows its channel errors.
+        spans[-1].click()
+        selected = browser.execute_script("return window.explorer.seriesSelected")
+        assert direct["anomalies"][selected], selected
+        _wait(
+            browser,
+            "the step's channel errors",
+            lambda d: "score" in d.find_element(By.ID, "step-label").text,
+        )
+        assert _canvas_contrast(browser, "channel-canvas") > 40, "the per-channel error chart is blank"
+        _screenshot(browser, "explorer-series", docs_name="explorer-series.png")
+
+        # A column the model does not have is the service's 422, shown with its reason.
+        field = browser.find_element(By.ID, "series-input")
+        field.clear()
+        field.send_keys("t,flow,pressure\n0,1,2\n1,1,2\n2,1,2\n3,1,2")
+        browser.find_element(By.ID, "series-score-btn").click()
+        error = browser.find_element(By.ID, "error-banner")
+        _wait(browser, "the column error", lambda d: error.is_displayed())
+        assert "422" in error.text and "pressure" in error.text, error.text
+        logged = _severe_console_entries(browser)
+        assert all("422" in entry for entry in logged), logged
+
+        # The synthetic example scores without an error.
+        browser.find_element(By.ID, "series-example-btn").click()
+        _wait(
+            browser,
+            "the example",
+            lambda d: (
+                "steps" in d.find_element(By.ID, "series-status").text
+                and not d.find_element(By.ID, "error-banner").is_displayed()
+            ),
+        )
+    severe = _severe_console_entries(browser)
+    assert not severe, "console errors:\n" + "\n".join(severe)
+
+
+def test_explorer_sends_named_columns_as_records(browser: webdriver.Chrome) -> None:
+    meta = json.loads((SHAPED_MODELS / "tiny-named" / "1" / "metadata.json").read_text())
+    names = meta["feature_names"]
+    offset = meta["normalisation"]["offset"]
+    rows = [offset, [v + 1000.0 for v in offset]]
+    # The header lists the columns reversed: records keyed by name put them back in the model's order.
+    csv = (
+        ",".join(reversed(names)) + "\n" + "\n".join(",".join(f"{v:.4f}" for v in reversed(r)) for r in rows)
+    )
+    _severe_console_entries(browser)
+    with _serve(SHAPED_MODELS) as url:
+        browser.get(url + "/ui/#model=tiny-named")
+        _wait(browser, "the tabular panel", lambda d: d.find_element(By.ID, "tabular-panel").is_displayed())
+        browser.find_element(By.ID, "csv-input").send_keys(csv)
+        browser.find_element(By.ID, "csv-score-btn").click()
+        _wait(browser, "the rows", lambda d: len(d.find_elements(By.CSS_SELECTOR, "#rows-body tr")) == 2)
+        sent = [[float(f"{v:.4f}") for v in row] for row in rows]
+        direct = _post(
+            url, "/reconstruction-error", {"model": "tiny-named", "inputs": sent, "per_feature": True}
+        )
+        shown = browser.find_elements(By.CSS_SELECTOR, "#rows-body tr")
+        assert [r.get_attribute("data-anomaly") for r in shown] == [
+            str(a).lower() for a in direct["anomalies"]
+        ]
+        assert direct["anomalies"][1] and direct["top_features"][1]
+        worst = shown[1].find_element(By.CSS_SELECTOR, ".top-features").text
+        assert worst.startswith(direct["top_features"][1][0][0]), worst
     severe = _severe_console_entries(browser)
     assert not severe, "console errors:\n" + "\n".join(severe)
