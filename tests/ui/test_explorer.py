@@ -473,7 +473,7 @@ def test_explorer_image_view_draws_at_the_models_resolution(
         )
         score, _ = _page_score(browser)
         assert math.isclose(score, errors["errors"][0], rel_tol=1e-5, abs_tol=1e-9)
-        _screenshot(browser, "explorer-28x28", docs_name="explorer-mnist.png")
+        _screenshot(browser, "explorer-28x28")
 
     severe = _severe_console_entries(browser)
     assert not severe, "console errors:\n" + "\n".join(severe)
