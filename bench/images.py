@@ -276,10 +276,10 @@ def run_denoising(args: argparse.Namespace, report: Report, work: Path) -> None:
     split = split_rows(len(x), 0.2, SEED, TEST_EVERY)
     train, test = x[np.sort(np.r_[split.train, split.validation])], x[split.test][: args.n_test]
     tune_images = train[: args.n_tune]
-    conv = args.models / "mnist-denoising" / "1" if args.models else None
-    if conv is None or not conv.is_dir():
+    conv = (args.models or work) / "mnist-denoising" / "1"
+    if not conv.is_dir():  # trained as `defaults --mnist` trains it, into --models when given
         print("training the conv denoising autoencoder", file=sys.stderr, flush=True)
-        conv = _denoiser(MNIST_ARCHITECTURE, dataset, work, "mnist-denoising", args.steps)
+        conv = _denoiser(MNIST_ARCHITECTURE, dataset, args.models or work, "mnist-denoising", args.steps)
     _check_split(conv, len(x))
     print("training the MLP denoising autoencoder", file=sys.stderr, flush=True)
     mlp = _denoiser("mlp", dataset, work, "mnist-mlp-denoising", args.steps)
@@ -415,7 +415,9 @@ STARTED = time.perf_counter()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--data", type=Path, required=True, help="folder of the MNIST IDX files")
-    parser.add_argument("--models", type=Path, help="a repository with mnist-denoising/1 to reuse")
+    parser.add_argument(
+        "--models", type=Path, help="a repository whose mnist-denoising/1 is used (trained there if absent)"
+    )
     parser.add_argument("--n-test", type=int, default=100, help="held-out images denoised per noise level")
     parser.add_argument("--n-tune", type=int, default=10, help="training images the parameters are tuned on")
     parser.add_argument("--novelty-steps", type=int, default=1000, help="step budget of each one-class model")

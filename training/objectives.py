@@ -309,8 +309,8 @@ class ContractiveAutoencoder(Autoencoder):
     (one backward pass per code unit), or estimated from random projections where that is too slow.
 
     For v ~ N(0, I) over the code, E ||v^T J||^2 = ||J||_F^2, so the mean over k probes is an unbiased
-    estimate at k backward passes instead of latent_dim; a convolutional encoder's backward pass costs as
-    much as its forward one, which makes the exact penalty latent_dim times the cost of a plain step.
+    estimate at k backward passes instead of latent_dim; through a convolutional encoder each pass costs
+    about a plain training step.
     """
 
     hyperparameters = (
@@ -323,8 +323,8 @@ class ContractiveAutoencoder(Autoencoder):
             64,
         ),
     )
-    # A conv2d encoder's backward pass costs about its forward one: the exact penalty made a step 30 times
-    # slower than a plain one on MNIST (docs/images.md); one probe a step costs one pass.
+    # The exact penalty made a conv2d step on MNIST 31 times a plain one (docs/images.md); one probe a step
+    # costs one pass.
     tuned: ClassVar[dict[str, Tuned]] = {"conv2d": Tuned(hparams={"jacobian_probes": 1})}
 
     def code_activation(self) -> nn.Module:
