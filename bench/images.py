@@ -45,8 +45,8 @@ from service.contract import ModelMetadata
 from training.artifact import train_version
 from training.cli import MNIST_ARCHITECTURE, mnist_config
 from training.data import Dataset, read_mnist, split_rows
+from training.defaults import tuned_for
 from training.evaluate import evaluate, model_result, split_training_rows
-from training.objectives import OBJECTIVES
 from training.scoring import score_rows
 
 Images = npt.NDArray[np.float64]
@@ -251,12 +251,12 @@ def autoencoder_denoiser(directory: Path) -> Callable[[Images], Images]:
 def _denoiser(architecture: str, dataset: Dataset, out: Path, name: str, steps: int | None) -> Path:
     """A denoising autoencoder trained as the shipped mnist-denoising is; on an MLP, with the conv2d one's
     code size and noise (only the body differs; the MLP keeps its own capacity and step budget)."""
-    conv = OBJECTIVES["denoising"].defaults_for(MNIST_ARCHITECTURE)
+    conv = tuned_for(MNIST_ARCHITECTURE, "denoising")
     config = dataclasses.replace(
         mnist_config("denoising"),
         architecture=architecture,
         latent_dim=conv.latent_dim,
-        hparams=conv.hparams,
+        hparams=dict(conv.hparams),
         steps=steps,
     )
     trained = train_version(config, dataset, out, name, test_every=TEST_EVERY, progress=False, version=1)
@@ -327,7 +327,11 @@ def run_novelty(args: argparse.Namespace, report: Report, work: Path) -> None:
         results: dict[str, float] = {}
         for architecture, label in (("conv2d", "conv AE"), ("mlp", "MLP AE")):
             config = dataclasses.replace(
-                mnist_config("plain"), architecture=architecture, steps=args.novelty_steps
+                # A validation split (no cross-fitting): the AUROC does not read the thresholds.
+                mnist_config("plain"),
+                architecture=architecture,
+                steps=args.novelty_steps,
+                folds=0,
             )
             directory = train_version(
                 config, data, work / "novelty", f"digit{digit}-{architecture}", 0, False, 1

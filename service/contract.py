@@ -121,7 +121,12 @@ class Normalisation(_Strict):
 
 
 class ScoreCalibration(_Strict):
-    """Distribution of an anomaly score on held-out normal rows (the validation split)."""
+    """Distribution of an anomaly score on held-out normal rows, and the thresholds they support.
+
+    The held-out rows are a validation split (`method` "held_out") or every training row scored by a model
+    trained without it (`method` "cross_fit", out-of-fold scores of `folds` models). A false-alarm rate maps
+    to a threshold only where the rows support it (`min_false_alarm_rate` to 0.99); below, there is no
+    threshold that keeps the promise, and the mapping refuses, naming the supported range."""
 
     n: int = Field(ge=1)
     """How many held-out rows the figures come from."""
@@ -132,19 +137,31 @@ class ScoreCalibration(_Strict):
     -> score at that level. Includes at least 0.5, 0.9, 0.95, 0.99, 0.999, min ("0.0") and max ("1.0").
     False-alarm rates map through `calibrated_quantiles` when it is present, else through these."""
     false_alarm_rate: float = Field(gt=0, lt=1)
-    """Target false-alarm rate the default threshold was set for."""
+    """The false-alarm rate the default threshold keeps: the training target, or the lowest supported rate
+    when the held-out rows do not support the target."""
     threshold: float
     """Default threshold: `calibrated_quantiles` at level 1 - false_alarm_rate (in metadata written
     without that field, the empirical (1 - false_alarm_rate) quantile of the held-out scores)."""
     calibrated_quantiles: dict[str, float] | None = None
-    """Level p (decimal string) -> the threshold for false-alarm rate 1 - p: an upper `confidence` bound
-    on the p quantile of normal scores, so that a threshold read here keeps its rate on new normal data
-    even when few rows were held out. Non-decreasing in p; covers 0.01 to 0.999 and 1 - false_alarm_rate.
-    Absent in metadata written before calibrated thresholds."""
+    """Level p (decimal string) -> the threshold for false-alarm rate 1 - p: a held-out score chosen so
+    that, with probability `confidence`, at most a fraction (1 - p) * (1 + tolerance) of new normal rows
+    score above it, and never below the empirical p quantile. Non-decreasing in p; only the levels the rows
+    support (from 0.01 to 1 - min_false_alarm_rate). Absent in metadata written before calibrated
+    thresholds."""
     confidence: float | None = Field(default=None, gt=0, lt=1)
-    """Probability that the realised false-alarm rate of a `calibrated_quantiles` threshold is at most
-    its target (given exchangeable normal data): the order-statistic bound where the held-out rows are
-    enough, else a log-normal tolerance bound."""
+    """Probability, over the held-out draw, that a `calibrated_quantiles` threshold keeps its promise
+    (given exchangeable normal data)."""
+    tolerance: float | None = Field(default=None, ge=0)
+    """Relative tolerance of the promise: a threshold for rate r lets through at most r * (1 + tolerance)
+    of new normal rows (with probability `confidence`). None in metadata written before it was stated: there
+    the promise was at most r itself."""
+    method: Literal["held_out", "cross_fit"] | None = None
+    """How the held-out scores were made: a validation split, or out-of-fold scores of every training row."""
+    folds: int | None = Field(default=None, ge=2)
+    """The number of cross-fitted models (method "cross_fit")."""
+    min_false_alarm_rate: float | None = Field(default=None, gt=0, lt=1)
+    """The lowest false-alarm rate the held-out rows support; None in metadata written before it was
+    recorded (the grid's own lowest level then bounds the mapping)."""
 
     def grid(self) -> tuple[list[float], list[float]]:
         """(levels ascending, thresholds) that false-alarm rates map through: `calibrated_quantiles` where
@@ -154,23 +171,32 @@ class ScoreCalibration(_Strict):
         )
         return [p for p, _ in pairs], list(itertools.accumulate((v for _, v in pairs), max))
 
+    def supported_rates(self) -> tuple[float, float]:
+        """(lowest, highest) false-alarm rate that maps to a threshold."""
+        levels, _ = self.grid()
+        return round(1.0 - levels[-1], 12), round(1.0 - levels[0], 12)
+
     def threshold_for(self, false_alarm_rate: float) -> float:
         """The threshold for a false-alarm rate r: the grid at level 1 - r, linear between recorded levels.
 
-        Outside the recorded levels there is nothing to interpolate from (extrapolating a tail is guesswork):
-        ValueError, saying which rates are possible."""
+        Outside the supported rates there is no threshold that keeps the promise (extrapolating a tail is
+        guesswork): ValueError, naming the supported range and how many held-out rows it rests on."""
         levels, values = self.grid()
         level = 1.0 - false_alarm_rate
         if not levels[0] - 1e-12 <= level <= levels[-1] + 1e-12:
+            low, high = self.supported_rates()
+            how = {"cross_fit": f"cross-fitted over {self.folds} folds", "held_out": "a validation split"}
+            rows = f"{self.n} held-out normal rows" + (f" ({how[self.method]})" if self.method else "")
             raise ValueError(
-                f"false_alarm_rate {false_alarm_rate} needs the {level:.6g} quantile, outside the recorded "
-                f"levels [{levels[0]}, {levels[-1]}]; expected a false_alarm_rate between "
-                f"{1 - levels[-1]:.6g} and {1 - levels[0]:.6g}"
+                f"false_alarm_rate {false_alarm_rate:.6g} is not supported by this model's calibration: "
+                f"{rows} support false-alarm rates from {low:.6g} to {high:.6g}; expected a "
+                f"false_alarm_rate in that range, or an explicit threshold"
             )
         return _interpolate(min(max(level, levels[0]), levels[-1]), levels, values, last=False)
 
     def rate_for(self, threshold: float) -> float | None:
-        """The false-alarm rate a threshold corresponds to (the inverse mapping); None outside the grid."""
+        """The false-alarm rate a threshold corresponds to (the inverse mapping); None outside the supported
+        thresholds (below the rate-0.99 one, or above the lowest supported rate's)."""
         levels, values = self.grid()
         if not values[0] <= threshold <= values[-1] or values[-1] == values[0]:
             return None

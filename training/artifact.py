@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import math
 import platform
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 from service.contract import (
-    SCORE_OUTPUTS,
     DataSummary,
     GraphFile,
+    InputKind,
     ModelMetadata,
     Normalisation,
     ScoreCalibration,
@@ -27,17 +29,30 @@ from service.contract import (
 from training.bodies import BODIES, body_for
 from training.calibration import calibrate
 from training.config import TrainConfig
-from training.data import Array, Dataset, Normaliser, split_rows
+from training.crossfit import cross_fit, fold_plan
+from training.data import Array, DataError, Dataset, Normaliser, as_rows, split_rows
+from training.defaults import default_score, resolve
 from training.evaluate import split_training_rows, training_rows
-from training.export import OPSET, export_graphs
-from training.figures import save_loss_curves, save_reconstructions, save_samples
+from training.export import OPSET, export_graphs, score_output
+from training.figures import (
+    save_feature_errors,
+    save_loss_curves,
+    save_reconstructions,
+    save_samples,
+    save_score_histogram,
+)
+from training.memory import COMBINED_SCORE, KNN_SCORE, MemoryBank, ScoreCombination, ScoredModel, bank_rows
 from training.metrics import held_out_metrics
+from training.objectives import OBJECTIVES, Autoencoder
 from training.scoring import run_graph
 from training.train import TrainResult, train_model
 
 __all__ = [
+    "Fitted",
     "TrainedVersion",
     "calibrate_graph",
+    "cross_fitted",
+    "fit",
     "next_version",
     "recalibrate_version",
     "recalibrated",
@@ -68,13 +83,23 @@ def calibrate_graph(
 ) -> dict[ScoreName, ScoreCalibration]:
     """Each score's calibration from the validation rows, scored by the exported fused graph itself."""
     outputs = run_graph(directory, graph, x_val)
-    return {score: calibrate(outputs[SCORE_OUTPUTS[score]], false_alarm_rate) for score in scores}
+    return {score: calibrate(outputs[score_output(score)], false_alarm_rate) for score in scores}
+
+
+def cross_fitted(metadata: ModelMetadata) -> bool:
+    """Whether the version's scores were calibrated out of fold (its fold models are not kept)."""
+    return any(c.method == "cross_fit" for c in metadata.calibration.values())
 
 
 def recalibrated(directory: Path, metadata: ModelMetadata, x_val: Array) -> ModelMetadata:
     """`metadata` with its scores calibrated again on the validation rows `x_val`, through the fused graph
     now in `directory`, at the recorded target false-alarm rate."""
-    rate = next(iter(metadata.calibration.values())).false_alarm_rate if metadata.calibration else 0.01
+    rate = float(metadata.training.get("false_alarm_rate", 0.01))
+    if cross_fitted(metadata):
+        raise DataError(
+            f"model {metadata.name} v{metadata.version} was calibrated by cross-fitting, with no validation "
+            "split to calibrate changed graphs on; expected a model trained with --folds 0"
+        )
     calibration = calibrate_graph(directory, metadata.graphs["model"], metadata.scores, x_val, rate)
     return metadata.model_copy(update={"calibration": calibration})
 
@@ -92,81 +117,213 @@ def recalibrate_version(directory: Path, dataset: Dataset | None = None) -> Mode
     return updated
 
 
-def train_version(
-    config: TrainConfig,
-    dataset: Dataset,
-    out: Path,
-    name: str,
-    test_every: int = 5,
-    progress: bool = True,
-    version: int | None = None,
-) -> TrainedVersion:
-    """Train `config` on `dataset` and write `out/name/<next version>/` (ONNX graphs, metadata.json, PNGs).
+@dataclass(frozen=True)
+class Fitted:
+    """One trained model with its normaliser and memory bank, before export."""
 
-    The body is `config.architecture`, else the one made for the data's kind (DataError when the body cannot
-    read the data). Samples with index % test_every == 0 are held out for the reported metrics (none when
-    test_every is 0; the metrics then use the validation samples); the validation split calibrates the anomaly
-    scores. A given `version` replaces that version's directory; by default the next free version is taken.
-    """
-    started = time.perf_counter()
-    architecture = body_for(dataset.kind, config.architecture)
-    config = dataclasses.replace(config, architecture=architecture)
-    body = BODIES[architecture]
-    input_shape = body.input_shape_for(dataset.sample_shape, dataset.kind)
-    x = dataset.x.reshape(len(dataset.x), *input_shape)  # (n, *input_shape)
-    split = split_rows(len(x), config.validation_fraction, config.seed, test_every)
-    x_train, x_val, x_test = (x[i] for i in (split.train, split.validation, split.test))
-    shared = dataset.shares_units if config.shared_scale is None else config.shared_scale
-    normaliser = Normaliser.fit(x_train, config.normalisation, shared, body.channel_axis)
-    result = train_model(
-        config, normaliser.transform(x_train), normaliser.transform(x_val), progress, dataset.kind
+    normaliser: Normaliser
+    result: TrainResult
+    scored: ScoredModel
+    in_bank: npt.NDArray[np.int64]
+    """Which training rows the memory bank holds (all, unless there were too many)."""
+
+    def score(self, x: Array) -> dict[str, npt.NDArray[np.float64]]:
+        """Every score of raw samples `x`, in torch, as the fused graph computes them."""
+        return self.scored.score(self.normaliser.transform(x))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the samples are read: their kind, the body that reads them and its channel axis, shared units."""
+
+    kind: InputKind
+    architecture: str
+    channel_axis: int
+    shared: bool
+
+
+def fit(
+    config: TrainConfig, x_train: Array, x_val: Array | None, layout: Layout, progress: bool = False
+) -> Fitted:
+    """Normalise, train and attach a memory bank of the normalised training samples (no combination yet)."""
+    assert config.normalisation is not None, "resolve the configuration first"
+    normaliser = Normaliser.fit(x_train, config.normalisation, layout.shared, layout.channel_axis)
+    validation = None if x_val is None or not len(x_val) else normaliser.transform(x_val)
+    result = train_model(config, normaliser.transform(x_train), validation, progress, layout.kind)
+    in_bank = bank_rows(len(x_train), math.prod(x_train.shape[1:]), config.seed)
+    bank = (
+        MemoryBank(normaliser.transform(x_train[in_bank]), config.neighbours)
+        if config.neighbours > 0
+        else None
     )
-    model = result.model
-    seconds = time.perf_counter() - started
+    return Fitted(normaliser, result, ScoredModel(result.model, bank), in_bank)
 
+
+def _file_summary(dataset: Dataset) -> dict[str, str | None]:
+    """Where the rows came from, enough to find them again from any directory."""
+    if dataset.path is None:
+        return {"path": None, "sha256": None}
+    return {"path": str(dataset.path), "sha256": hashlib.sha256(dataset.path.read_bytes()).hexdigest()}
+
+
+def _new_version_directory(out: Path, name: str, version: int | None) -> Path:
     model_dir = out / name
     model_dir.mkdir(parents=True, exist_ok=True)
     if version is not None:
         directory = model_dir / str(version)
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir()
-    while version is None:
+        return directory
+    while True:
         directory = model_dir / str(next_version(model_dir))
         try:
             directory.mkdir()
-            break
+            return directory
         except FileExistsError:  # another run took that version meanwhile
             continue
+
+
+def _write_held_out(directory: Path, dataset: Dataset, rows: Array) -> None:
+    """The test split beside the model: test.npy always (in the data's own layout), test.csv with the
+    header too for named columns of rows."""
+    np.save(directory / "test.npy", rows.reshape(len(rows), *dataset.sample_shape))
+    if dataset.feature_names is not None and dataset.kind == "rows":
+        header = ",".join(f'"{n}"' if "," in n else n for n in dataset.feature_names)
+        np.savetxt(directory / "test.csv", rows, delimiter=",", header=header, comments="", fmt="%.9g")
+
+
+def train_version(
+    config: TrainConfig,
+    dataset: Dataset,
+    out: Path,
+    name: str,
+    test_every: int = 0,
+    progress: bool = True,
+    version: int | None = None,
+) -> TrainedVersion:
+    """Train `config` on `dataset` and write `out/name/<next version>/` (ONNX graphs, metadata.json, PNGs).
+
+    The body is `config.architecture`, else the one made for the data's kind (DataError when the body cannot
+    read the data). Samples with index % test_every == 0 are held out for the reported metrics and written
+    beside the model (test.npy, and test.csv for named columns; none when test_every is 0). The others
+    calibrate the scores: out of fold when the (resolved) configuration cross-fits (every sample also trains
+    the final model), else through a validation split. A given `version` replaces that version's directory;
+    by default the next free version is taken.
+    """
+    started = time.perf_counter()
+    architecture = body_for(dataset.kind, config.architecture)
+    body = BODIES[architecture]
+    input_shape = body.input_shape_for(dataset.sample_shape, dataset.kind)
+    x = dataset.x.reshape(len(dataset.x), *input_shape)  # (n, *input_shape)
+    n_features = math.prod(input_shape)
+    n_rest = len(x) - (len(range(0, len(x), test_every)) if test_every > 0 else 0)
+    cls = OBJECTIVES[config.variant]
+    config = resolve(
+        config, n_rest, n_features, dataset.kind, cls.default_latent_dim, cls.default_steps, architecture
+    )
+    config = replace(config, architecture=architecture)
+    cross_fitted = bool(config.folds and config.folds >= 2)
+    if cross_fitted:
+        config = replace(config, validation_fraction=0.0)
+    split = split_rows(len(x), config.validation_fraction, config.seed, test_every)
+    x_train, x_val, x_test = (x[i] for i in (split.train, split.validation, split.test))
+    shared = dataset.shares_units if config.shared_scale is None else config.shared_scale
+    layout = Layout(dataset.kind, architecture, body.channel_axis, shared)
+
+    held_out: dict[str, npt.NDArray[np.float64]]
+    if cross_fitted:
+        assert config.folds is not None
+        plan = fold_plan(len(x_train), min(config.folds, len(x_train)), config.seed)
+
+        first: list[tuple[Fitted, Array, Array]] = []
+
+        def fit_and_score(train: npt.NDArray[np.int64], scored: npt.NDArray[np.int64]) -> dict[str, Array]:
+            fold = fit(config, x_train[train], None, layout)
+            if not first:  # kept for the held-out metrics when no test split is held out
+                first.append((fold, x_train[train], x_train[scored]))
+            return {k: v.astype(np.float32) for k, v in fold.score(x_train[scored]).items()}
+
+        held_out = cross_fit(fit_and_score, plan)
+        final = fit(config, x_train, None, layout, progress)
+        if final.scored.memory is not None:
+            # The bank score needs no fold models: each row against the final bank less itself.
+            normalised = final.normaliser.transform(x_train)
+            held_out[KNN_SCORE] = final.scored.memory.held_out(normalised, final.in_bank)
+        measured = first[0] if not len(x_test) else (final, x_train, x_test)
+    else:
+        final = fit(config, x_train, x_val, layout, progress)
+        held_out = final.score(x_val)
+        measured = (final, x_train, x_test if len(x_test) else x_val)
+    if config.neighbours > 0:
+        final.scored.combination = ScoreCombination.fit([held_out[s] for s in final.scored.scores])
+        held_out[COMBINED_SCORE] = final.scored.combine(held_out)
+    model, normaliser, result = final.scored, final.normaliser, final.result
+    seconds = time.perf_counter() - started
+
+    directory = _new_version_directory(out, name, version)
     try:
-        graphs, parity = export_graphs(model, normaliser, directory, x_val)
-        calibration = calibrate_graph(
-            directory,
-            graphs["model"],
-            model.scores,
-            x_val,
-            config.false_alarm_rate,
+        probe = x_val if len(x_val) else x_train[:256]
+        graphs, parity = export_graphs(model, normaliser, directory, probe)
+        if cross_fitted:
+            # The bank score was held out row by row (leave one out: as many folds as rows).
+            folds = {s: len(x_train) if s == KNN_SCORE else config.folds for s in model.scores}
+            calibration = {
+                s: calibrate(held_out[s], config.false_alarm_rate, "cross_fit", folds[s])
+                for s in model.scores
+            }
+        else:
+            calibration = calibrate_graph(
+                directory, graphs["model"], model.scores, x_val, config.false_alarm_rate
+            )
+        # Measured on rows the measured model never saw: the test split, else the validation split, else
+        # (cross-fitting, no test split) the first fold, by the model trained without it.
+        m_fit, m_train, m_rows = measured
+        metrics = held_out_metrics(
+            m_fit.scored.model, m_fit.normaliser, m_train, m_rows, dataset.shares_units, config.seed
         )
-        held_out = x_test if len(x_test) else x_val
-        metrics = held_out_metrics(model, normaliser, x_train, held_out, dataset.shares_units, config.seed)
+        metrics |= {f"out_of_fold_{s}_mean": float(np.mean(held_out[s])) for s in model.scores}
+        held_out_rows = x_test if len(x_test) else probe
+        best = result.best_epoch
         metrics |= {
-            "train_mse": result.history.train_reconstruction[result.best_epoch],
-            "validation_mse": result.history.validation_reconstruction[result.best_epoch],
-            "best_epoch": float(result.best_epoch + 1),
+            "train_mse": result.history.train_reconstruction[best],
+            "best_epoch": float(best + 1),
             "epochs_run": float(result.epochs_run),
             "train_seconds": seconds,
             "onnx_parity_max_normalised_error": parity,
         }
-        test_outputs = run_graph(directory, graphs["model"], held_out)
+        if result.history.validation_reconstruction:
+            metrics["validation_mse"] = result.history.validation_reconstruction[best]
+        test_outputs = run_graph(directory, graphs["model"], held_out_rows)
+        default = default_score(dataset.kind, config.neighbours)
         title = f"{name} v{directory.name} ({config.variant}, {architecture})"
         save_loss_curves(result.history, result.best_epoch, directory / "loss_curves.png", title)
-        reconstructions = test_outputs["reconstruction"]
-        save_reconstructions(
-            held_out, reconstructions, dataset.image, directory / "reconstructions.png", title
-        )
-        if model.generative:
+        if len(x_test):
+            _write_held_out(directory, dataset, x_test)
+        if dataset.kind == "image":
+            inputs, outputs, labels = _denoising_pair(model.model, normaliser, held_out_rows, config)
+            save_reconstructions(
+                inputs, outputs, dataset.image, directory / "reconstructions.png", title, labels
+            )
+        else:
+            save_feature_errors(
+                as_rows(test_outputs["feature_errors"]),
+                dataset.feature_names,
+                directory / "feature_errors.png",
+                f"{title}: {'test' if len(x_test) else 'training'} rows",
+            )
+            save_score_histogram(
+                held_out[default],
+                calibration[default].threshold,
+                calibration[default].false_alarm_rate,
+                directory / "score_histogram.png",
+                f"{title}: {default}, {'out-of-fold' if cross_fitted else 'validation'} scores",
+            )
+        inner = model.model
+        if inner.generative:
             with torch.no_grad():
-                generator = torch.Generator().manual_seed(config.seed)
-                samples = model.sample(24, generator).numpy()  # (24, *input_shape)
+                samples = inner.sample(
+                    24, torch.Generator().manual_seed(config.seed)
+                ).numpy()  # (24, *input_shape)
             save_samples(normaliser.inverse(samples), dataset.image, directory / "samples.png", title)
         metadata = ModelMetadata(
             name=name,
@@ -174,12 +331,13 @@ def train_version(
             variant=config.variant,
             kind=dataset.kind,
             architecture=architecture,
-            input_dim=math.prod(input_shape),
+            input_dim=n_features,
             input_shape=list(input_shape),
             latent_dim=model.latent_dim,
+            feature_names=list(dataset.feature_names) if dataset.feature_names else None,
             series=dataset.series,
             image=dataset.image,
-            generative=model.generative,
+            generative=inner.generative,
             graphs=graphs,
             opset=OPSET,
             normalisation=Normalisation(
@@ -188,20 +346,27 @@ def train_version(
                 scale=normaliser.scale.ravel().tolist(),
             ),
             scores=list(model.scores),
-            default_score="mse",
+            score_outputs={s: score_output(s) for s in model.scores},
+            default_score=default,
             calibration=calibration,
             metrics=metrics,
             training=config.as_dict()
             | {
                 "latent_dim": model.latent_dim,
-                "hidden": list(model.hidden),
-                "hparams": model.hp,
+                "hidden": list(inner.hidden),
+                "hparams": inner.hp,
                 "test_every": test_every,
+                "data": {
+                    **_file_summary(dataset),
+                    "rows": len(dataset.x),
+                    "split": "test: rows with index % test_every == 0 (none for 0); validation: a "
+                    "validation_fraction of the rest, drawn with numpy default_rng(seed).permutation",
+                },
             },
             seed=config.seed,
             data=DataSummary(
                 source=dataset.source,
-                n_features=math.prod(input_shape),
+                n_features=n_features,
                 n_train=len(x_train),
                 n_validation=len(x_val),
                 n_test=len(x_test),
@@ -216,3 +381,19 @@ def train_version(
         shutil.rmtree(directory, ignore_errors=True)
         raise
     return TrainedVersion(directory, metadata, result)
+
+
+def _denoising_pair(
+    model: Autoencoder, normaliser: Normaliser, rows: Array, config: TrainConfig
+) -> tuple[Array, Array, tuple[str, str]]:
+    """What the per-sample plot shows: (noisy, denoised) for the denoising variant, whose job that is, and
+    (original, reconstruction) for the others, in raw units."""
+    x = torch.from_numpy(normaliser.transform(rows[:12]))  # (12, *input_shape)
+    # A variant that corrupts its input is trained to undo that: show it doing so.
+    denoising = type(model).corrupt is not Autoencoder.corrupt
+    with torch.no_grad():
+        torch.manual_seed(config.seed)
+        given = model.corrupt(x) if denoising else x
+        output = model(given)
+    labels = ("noisy", "denoised") if denoising else ("original", "reconstruction")
+    return normaliser.inverse(given.numpy()), normaliser.inverse(output.numpy()), labels

@@ -1,27 +1,33 @@
 """Anomaly-score calibration on held-out normal rows: quantiles, moments and calibrated thresholds.
 
-The empirical (1 - a) quantile of n held-out scores breaks its promise when n is small: with 20 rows the 0.99
-quantile sits at or below their maximum, so about 1 new normal row in 20 lands above it, not 1 in 100. And the
-validation rows also chose the early-stopping checkpoint, so their scores run lower than new rows' do.
+The held-out rows are either a validation split (`method="held_out"`) or every training row scored
+out of fold (`method="cross_fit"`, see `training.crossfit`): K models each trained without one fold score
+that fold, and their scores calibrate the final model trained on all rows.
 
-The threshold for a false-alarm rate a is therefore an upper `CONFIDENCE` bound on the (1 - a) quantile of
-normal scores (a tolerance limit): with probability `CONFIDENCE` over the held-out draw, at most a fraction a
-of new normal rows score above it.
+The promise. For a false-alarm rate a, the threshold t(a) is the r(a)-th smallest of the n held-out scores,
 
-- Enough rows (n with P(Binom(n, 1 - a) <= n - 1) >= CONFIDENCE, e.g. n >= 230 for a = 0.01): the r-th
-  smallest score, r - 1 the CONFIDENCE quantile of Binom(n, 1 - a). Distribution-free for exchangeable rows.
-- Fewer rows: reconstruction errors are positive with roughly normal logs, so
-  exp(mean_log + k * std_log) with the one-sided normal tolerance factor
-  k = t'_{n-1, z_{1-a} sqrt(n)}(CONFIDENCE) / sqrt(n) (t' the noncentral t); on the scores themselves
-  (mean + k * std) when any is zero or negative.
+    r(a) = max(ceil(n (1 - a)), R(a)),  R(a) = 1 + the CONFIDENCE quantile of Binom(n, 1 - a (1 + TOLERANCE)),
+
+so that (for exchangeable normal rows, distribution-free) with probability at least CONFIDENCE over the
+held-out draw, at most a fraction a * (1 + TOLERANCE) of new normal rows score above t(a): the realised
+rate of the order statistic is Beta(n - r + 1, r) distributed. The first term keeps t(a) at or above the
+empirical (1 - a) quantile, so with many rows the realised rate is near a itself, not far below it.
+
+A level is supported when r(a) <= n, that is a >= a_min = (1 - (1 - CONFIDENCE)^(1/n)) / (1 + TOLERANCE):
+57 rows support rates down to 2.6%, 357 rows down to 0.43%, 1,534 rows down to 0.1%. Only supported levels
+are recorded in `calibrated_quantiles` (from rate 0.99 down to a_min, a_min itself included), so a request
+for a lower rate is refused with the supported range (`service.core.calibration`), never clamped. When the
+training target itself is below a_min, the default threshold is the one at a_min, and its
+`false_alarm_rate` says so (training prints a note).
 
 The bounds are taken non-decreasing over levels, and the default threshold is read from the same grid that
-request-time false-alarm rates map through (`service.core.calibration`), so both keep the same promise.
+request-time false-alarm rates map through, so both keep the same promise.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -33,10 +39,15 @@ __all__ = [
     "CALIBRATED_LEVELS",
     "CONFIDENCE",
     "QUANTILE_LEVELS",
+    "TOLERANCE",
+    "CalibrationMethod",
     "calibrate",
+    "lowest_supported_rate",
     "quantile_key",
-    "upper_quantile_bound",
+    "threshold_rank",
 ]
+
+CalibrationMethod = Literal["held_out", "cross_fit"]
 
 # 0 and 1 record min and max; every 0.01 between, plus the tail levels anomaly thresholds live at.
 QUANTILE_LEVELS: tuple[float, ...] = (
@@ -47,10 +58,12 @@ QUANTILE_LEVELS: tuple[float, ...] = (
     1.0,
 )
 # Levels of the calibrated thresholds: false-alarm rates from 0.99 down to 0.001 (a bound on the maximum
-# does not exist, so no level 1).
+# does not exist, so no level 1), those the rows support.
 CALIBRATED_LEVELS: tuple[float, ...] = QUANTILE_LEVELS[1:-1]
 CONFIDENCE = 0.9
 """Probability, over the held-out draw, that a calibrated threshold's false-alarm rate is within target."""
+TOLERANCE = 0.5
+"""Relative tolerance of the promise: the realised rate of target a is at most a * (1 + TOLERANCE)."""
 
 
 def quantile_key(level: float) -> str:
@@ -58,58 +71,58 @@ def quantile_key(level: float) -> str:
     return str(round(float(level), 10))
 
 
-def _tolerance_bound(ordered: npt.NDArray[np.float64], level: float, confidence: float) -> float:
-    """Upper `confidence` tolerance bound on the `level` quantile, taking log-scores as normal (the scores
-    themselves where any is zero or negative, which a log cannot take)."""
-    values = np.log(ordered) if ordered[0] > 0 else ordered
-    spread = float(values.std(ddof=1))
-    if spread == 0.0:
-        return float(ordered[-1])
-    root_n = math.sqrt(values.size)
-    factor = float(stats.nct.ppf(confidence, values.size - 1, stats.norm.ppf(level) * root_n)) / root_n
-    bound = float(values.mean()) + factor * spread
-    return float(np.exp(bound)) if ordered[0] > 0 else bound
+def lowest_supported_rate(n: int, confidence: float = CONFIDENCE, tolerance: float = TOLERANCE) -> float:
+    """The smallest false-alarm rate n held-out rows support: (1 - (1 - confidence)^(1/n)) / (1 + tolerance),
+    where the threshold reaches the largest held-out score."""
+    return -math.expm1(math.log1p(-confidence) / n) / (1 + tolerance)
 
 
-def upper_quantile_bound(
-    scores: npt.NDArray[np.floating], level: float, confidence: float = CONFIDENCE
-) -> float:
-    """An upper `confidence` bound on the `level` quantile of the distribution `scores` (n >= 1) came from.
-
-    The order statistic when the rows are enough for a distribution-free bound, else the normal tolerance
-    bound on the log-scores (needs n >= 2; one row gives itself).
-    """
-    ordered = np.sort(np.asarray(scores, dtype=np.float64).ravel())
-    n = ordered.size
-    # P(X_(r) >= q_level) = P(Binom(n, level) <= r - 1): the smallest r that reaches `confidence`.
-    rank = int(stats.binom.ppf(confidence, n, level)) + 1
-    if rank <= n:
-        return float(ordered[rank - 1])
-    if n < 2:
-        return float(ordered[-1])
-    return _tolerance_bound(ordered, level, confidence)
+def threshold_rank(n: int, rate: float, confidence: float = CONFIDENCE, tolerance: float = TOLERANCE) -> int:
+    """r(rate): the 1-based rank among n ascending held-out scores of the threshold for `rate`; > n when the
+    rows do not support the rate."""
+    empirical = math.ceil(round(n * (1 - rate), 9))
+    bounded = int(stats.binom.ppf(confidence, n, max(0.0, 1 - rate * (1 + tolerance)))) + 1
+    return max(empirical, bounded, 1)
 
 
-def calibrate(scores: npt.NDArray[np.floating], false_alarm_rate: float = 0.01) -> ScoreCalibration:
-    """Summarise held-out normal scores; the threshold is the calibrated bound at 1 - false_alarm_rate."""
+def calibrate(
+    scores: npt.NDArray[np.floating],
+    false_alarm_rate: float = 0.01,
+    method: CalibrationMethod = "held_out",
+    folds: int | None = None,
+) -> ScoreCalibration:
+    """Summarise held-out normal scores; the threshold is the calibrated one at `false_alarm_rate` (or at the
+    lowest supported rate, when the rows do not support that)."""
     values = np.asarray(scores, dtype=np.float64).ravel()
     if values.size == 0 or not np.all(np.isfinite(values)):
         raise ValueError("calibration needs at least one score, all finite")
     if not 0 < false_alarm_rate < 1:
         raise ValueError(f"false_alarm_rate must be in (0, 1), got {false_alarm_rate}")
+    n = int(values.size)
+    ordered = np.sort(values)
     levels = np.asarray(QUANTILE_LEVELS)
     quantiles = np.quantile(values, levels)
-    default_key = quantile_key(1 - false_alarm_rate)
-    calibrated_levels = sorted({*CALIBRATED_LEVELS, float(default_key)})
-    bounds = np.maximum.accumulate([upper_quantile_bound(values, p) for p in calibrated_levels])
-    calibrated = {quantile_key(p): float(b) for p, b in zip(calibrated_levels, bounds, strict=True)}
+    # Rounded as its grid key will be, so that the default rate maps back onto the grid exactly.
+    lowest = round(1 - float(quantile_key(1 - lowest_supported_rate(n))), 12)
+    # Rates as levels: the standard grid, the lowest supported rate, and the target, those supported.
+    wanted = {*CALIBRATED_LEVELS, float(quantile_key(1 - false_alarm_rate)), 1 - lowest}
+    grid = sorted(p for p in wanted if p <= 1 - lowest + 1e-12 and p < 1)
+    ranks = [min(threshold_rank(n, 1 - p), n) for p in grid]
+    bounds = np.maximum.accumulate([ordered[r - 1] for r in ranks])
+    calibrated = {quantile_key(p): float(b) for p, b in zip(grid, bounds, strict=True)}
+    default_rate = max(false_alarm_rate, lowest)
+    default_key = quantile_key(1 - false_alarm_rate) if false_alarm_rate >= lowest else quantile_key(grid[-1])
     return ScoreCalibration(
-        n=int(values.size),
+        n=n,
         mean=float(values.mean()),
         std=float(values.std()),
         quantiles={quantile_key(q): float(v) for q, v in zip(levels, quantiles, strict=True)},
-        false_alarm_rate=false_alarm_rate,
+        false_alarm_rate=round(default_rate, 12),
         threshold=calibrated[default_key],
         calibrated_quantiles=calibrated,
         confidence=CONFIDENCE,
+        tolerance=TOLERANCE,
+        method=method,
+        folds=folds,
+        min_false_alarm_rate=round(1 - float(grid[-1]), 12),
     )

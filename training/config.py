@@ -20,15 +20,16 @@ class TrainConfig:
     """The network body, a key of `training.bodies.BODIES`; None -> the body made for the data's kind (mlp for
     rows, conv2d for images, conv1d for series)."""
     latent_dim: int | None = None
-    """None -> the objective's default on the body (16 for most; `Autoencoder.defaults_for`)."""
+    """None -> chosen from the data (`training.defaults`): a fraction of a table's width, never as wide as
+    the input; the objective's default on the body (16 for most) otherwise."""
     hidden: tuple[int, ...] | None = None
     """The encoder's capacity (the decoder mirrors it): hidden layer widths of an MLP, channels of each
     stage of a convolutional body; None -> the objective's default for the body."""
     epochs: int | None = None
     """Upper bound on epochs; None -> enough epochs for `steps` steps (so small data sets still train)."""
     steps: int | None = None
-    """Gradient-step budget used when `epochs` is None; None -> the variant's default on the body (6000 for
-    most on an MLP, 3000 on conv2d)."""
+    """Gradient-step budget used when `epochs` is None; None -> chosen from the data and the body
+    (`training.defaults`: 6000 for most on an MLP, 3000 on conv2d)."""
     batch_size: int = 64
     lr: float = 2e-3
     """Initial Adam learning rate; it decays along a cosine to `lr * lr_final_fraction`."""
@@ -37,8 +38,16 @@ class TrainConfig:
     patience: int = 1500
     """Early stopping: stop after this many gradient steps without a better validation loss."""
     validation_fraction: float = 0.2
-    """Share of the training samples held out for early stopping and score calibration."""
-    normalisation: NormalisationKind = "minmax"
+    """Share of the training samples held out for early stopping and calibration (when not cross-fitting)."""
+    folds: int | None = None
+    """Cross-fitting folds for calibration (`training.crossfit`): K >= 2 trains K models each without one
+    fold, whose out-of-fold scores calibrate the final model trained on every row; 0 uses a validation split
+    instead; None -> chosen from the data (cross-fitting for small tables)."""
+    neighbours: int = 3
+    """k of the memory-bank score `knn` (mean distance to the k nearest training rows), the default score
+    when k > 0; 0: no such score (the default score is then `mse`)."""
+    normalisation: NormalisationKind | None = None
+    """None -> chosen from the data (`training.defaults`): standard for tables, minmax for images."""
     shared_scale: bool | None = None
     """One offset and scale for all values (they share units, like pixels); None -> True for image data."""
     false_alarm_rate: float = 0.01

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,11 @@ class Dataset:
     """Set exactly when `kind` is image."""
     series: SeriesSpec | None = None
     """Set exactly when `kind` is series."""
+    feature_names: tuple[str, ...] | None = None
+    """Each column's name (a CSV header, or given): the features of a row, the channels of a series; None
+    when they are numbered only."""
+    path: Path | None = None
+    """The file the samples were read from (absolute), None for a built-in data set."""
 
     def __post_init__(self) -> None:
         image, series = self.image, self.series
@@ -101,6 +106,17 @@ class Dataset:
     def shares_units(self) -> bool:
         """Whether all values are in the same units (image pixels), so they share one scale by default."""
         return self.kind == "image"
+
+    def with_feature_names(self, names: Sequence[str]) -> Dataset:
+        """These samples with their columns (the last axis) named `names`, distinct and non-empty."""
+        names = tuple(n.strip() for n in names)
+        if len(names) != self.x.shape[-1]:
+            raise DataError(
+                f"{self.source}: {len(names)} feature names given for {self.x.shape[-1]} columns; "
+                "expected one name per column"
+            )
+        _check_names(names, self.source)
+        return replace(self, feature_names=names)
 
 
 def _sklearn_loader(name: str) -> Callable[[], Any]:
@@ -165,39 +181,74 @@ def as_rows(x: Array) -> Array:
     return x.reshape(len(x), -1)
 
 
-def _read_csv(path: Path) -> npt.NDArray[np.float64]:
+# Delimiters a CSV file may use, in the order they are tried on its first line.
+CSV_DELIMITERS = ("\t", ";", ",")
+
+
+def sniff_delimiter(line: str) -> str:
+    """The delimiter of a CSV file from its first line: tab or `;` when either splits it (outside quotes),
+    else `,`. Tab and `;` go first because `,` may be a decimal mark inside `;` files ("1,5;2,3")."""
+    for delimiter in CSV_DELIMITERS[:-1]:
+        if len(next(csv.reader([line], delimiter=delimiter), [])) > 1:
+            return delimiter
+    return ","
+
+
+def _cell(text: str, decimal_comma: bool) -> float:
+    return float(text.replace(",", ".") if decimal_comma else text)
+
+
+def _read_csv(path: Path) -> tuple[npt.NDArray[np.float64], tuple[str, ...] | None]:
+    """The numbers of a CSV file of rows, and its header's names when its first row is a header."""
     # utf-8-sig also reads plain UTF-8, and drops the byte-order mark some spreadsheets write.
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(
             f"{path.name}: not UTF-8 text (found byte {exc.object[exc.start : exc.start + 1]!r}); "
             "expected a UTF-8 CSV file of numbers"
         ) from None
-    if not rows:
+    lines = text.splitlines()
+    first = next((line for line in lines if line.strip()), None)
+    if first is None:
         raise DataError(f"{path.name}: the CSV file is empty")
+    delimiter = sniff_delimiter(first)
+    rows = [row for row in csv.reader(lines, delimiter=delimiter) if row and any(c.strip() for c in row)]
+    # "1,5;2,3": a `;` file whose cells hold decimal commas (as spreadsheets in many locales write them).
+    decimal_comma = (
+        delimiter == ";" and any("," in c for c in rows[-1]) and not any("." in c for c in rows[-1])
+    )
+    names: tuple[str, ...] | None = None
     # A first row that does not parse as numbers is taken as a header.
-    try:
-        [float(cell) for cell in rows[0]]
-    except ValueError:
+    if not all(_is_float(c, decimal_comma) for c in rows[0]):
+        names = tuple(c.strip() for c in rows[0])
         rows = rows[1:]
-    width = len(rows[0]) if rows else 0
+        _check_names(names, path.name)
+    width = len(names) if names is not None else len(rows[0]) if rows else 0
     values: list[list[float]] = []
-    for number, row in enumerate(rows, start=1):
+    for number, row in enumerate(rows, start=1 + (names is not None)):
         if len(row) != width:
             raise DataError(f"{path.name}: row {number} has {len(row)} columns, expected {width}")
         try:
-            values.append([float(cell) for cell in row])
+            values.append([_cell(c, decimal_comma) for c in row])
         except ValueError:
-            cell = next(c for c in row if not _is_float(c))
+            cell = next(c for c in row if not _is_float(c, decimal_comma))
             raise DataError(f"{path.name}: row {number} has a non-numeric value {cell!r}") from None
-    return np.asarray(values, dtype=np.float64).reshape(len(values), width)
+    return np.asarray(values, dtype=np.float64).reshape(len(values), width), names
 
 
-def _is_float(cell: str) -> bool:
+def _check_names(names: tuple[str, ...], source: str) -> None:
+    empty = [i + 1 for i, n in enumerate(names) if not n]
+    if empty:
+        raise DataError(f"{source}: header column {empty[0]} has no name; expected a name for every column")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"{source}: header names {repeated} repeat; expected distinct column names")
+
+
+def _is_float(cell: str, decimal_comma: bool = False) -> bool:
     try:
-        float(cell)
+        _cell(cell, decimal_comma)
     except ValueError:
         return False
     return True
@@ -274,13 +325,18 @@ def load_data(spec: str) -> Dataset:
     or a folder holding the MNIST IDX files.
 
     A 3-D .npy array (rows, height, width) is taken as one-channel images, a 4-D one as images
-    (rows, channels, height, width).
+    (rows, channels, height, width). A CSV file may separate its cells by `,`, `;` or tab; a first row that is
+    not all numbers is its header, whose names become the feature names. A built-in table keeps
+    scikit-learn's feature names.
     """
     if spec in BUILTIN_DATASETS:
         loader, image_shape = BUILTIN_DATASETS[spec]
-        rows = validate_rows(np.asarray(loader().data), spec)
+        bunch = loader()
+        rows = validate_rows(np.asarray(bunch.data), spec)
         if image_shape is None:
-            return Dataset(rows, spec)
+            listed = getattr(bunch, "feature_names", None)
+            named = tuple(str(n) for n in listed) if listed is not None else None
+            return Dataset(rows, spec, feature_names=named)
         return _images(rows.reshape(len(rows), *image_shape), spec)
     path = Path(spec)
     if path.is_dir():
@@ -293,15 +349,19 @@ def load_data(spec: str) -> Dataset:
         )
     if not path.is_file():
         raise DataError(f"data file not found: {spec}")
+    names: tuple[str, ...] | None = None
     if suffix == ".npy":
         try:
             raw = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as exc:
             raise DataError(f"{path.name}: not a readable .npy array ({exc})") from None
     else:
-        raw = _read_csv(path)
+        raw, names = _read_csv(path)
     values = validate_rows(raw, path.name)
-    return Dataset(values, path.name) if values.ndim == 2 else _images(values, path.name)
+    resolved = path.resolve()
+    if values.ndim == 2:
+        return Dataset(values, path.name, feature_names=names, path=resolved)
+    return replace(_images(values, path.name), path=resolved)
 
 
 @dataclass(frozen=True)
@@ -315,12 +375,12 @@ class Split:
 
 def split_rows(n_rows: int, validation_fraction: float, seed: int, test_every: int = 5) -> Split:
     """Rows whose index % test_every == 0 are the test split (none when test_every is 0); a seeded random
-    `validation_fraction` of the rest is the validation split."""
+    `validation_fraction` of the rest is the validation split (none when it is 0: cross-fitting)."""
     index = np.arange(n_rows)
     is_test = index % test_every == 0 if test_every > 0 else np.zeros(n_rows, dtype=bool)
     rest = index[~is_test]
     shuffled = np.random.default_rng(seed).permutation(rest)
-    n_val = max(2, round(validation_fraction * len(rest)))
+    n_val = max(2, round(validation_fraction * len(rest))) if validation_fraction > 0 else 0
     if len(rest) - n_val < MIN_TRAIN_ROWS:
         raise DataError(
             f"too few rows: {n_rows} rows leave {len(rest) - n_val} for training after the test and "
@@ -358,6 +418,10 @@ class Normaliser:
         values = x.astype(np.float64)
         if kind == "standard":
             offset, spread = values.mean(axis=axes, keepdims=True), values.std(axis=axes, keepdims=True)
+        elif kind == "robust":
+            # Median and IQR / 1.349 (the std of normal data); the std where the middle half is one value.
+            q25, offset, q75 = np.percentile(values, [25, 50, 75], axis=axes, keepdims=True)
+            spread = np.where(q75 > q25, (q75 - q25) / 1.349, values.std(axis=axes, keepdims=True))
         elif kind == "minmax":
             low, high = values.min(axis=axes, keepdims=True), values.max(axis=axes, keepdims=True)
             offset, spread = low, high - low

@@ -12,18 +12,23 @@ Each baseline's threshold is set like the model's, by `training.calibration.cali
 validation split: an upper confidence bound on the (1 - target false-alarm rate) quantile of those scores,
 not the empirical quantile, which promises too low a false-alarm rate when the split is small.
 
-The training rows are recovered from the metadata: `data.source` is reloaded (a built-in data set, or a file
-of that name relative to the working directory, or `--train PATH`) and split again with the recorded seed,
-validation fraction and test_every; the recovered training rows must match the recorded per-feature ranges.
+The training rows are recovered from the metadata, from any working directory: `--train PATH` when given,
+else the training file's recorded absolute path (`training.data.path`, checked against its recorded
+sha256), else `data.source` (a built-in data set, or a file of that name here); they are split again with the
+recorded seed, validation fraction and test_every, and must match the recorded per-feature ranges. A model
+calibrated by cross-fitting has no validation split: the baselines then hold out a seeded 20% of its
+training rows for their own k and thresholds. When `--normal` rows include rows the model was trained on,
+a warning says how many: their scores are lower than new rows' would be, and the AUROC flatters.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +44,6 @@ __all__ = [
     "MethodResult",
     "PcaScorer",
     "TrainingRows",
-    "add_evaluate_command",
     "auroc",
     "average_precision",
     "choose_pca_k",
@@ -153,6 +157,8 @@ class TrainingRows:
     validation: Array
     """(n_validation, *input_shape)"""
     source: str
+    seen: Array | None = None
+    """Every row the model itself was trained or calibrated on; None: `train` and `validation`."""
 
 
 def load_rows(spec: str, metadata: ModelMetadata, role: str) -> Array:
@@ -171,15 +177,35 @@ def load_rows(spec: str, metadata: ModelMetadata, role: str) -> Array:
         ) from None
 
 
+def _recorded_file(metadata: ModelMetadata) -> str | None:
+    """The training file's recorded absolute path when it still holds the recorded bytes, else None."""
+    recorded = metadata.training.get("data")
+    if not isinstance(recorded, dict) or not recorded.get("path"):
+        return None
+    path = Path(str(recorded["path"]))
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return str(path) if digest == recorded.get("sha256") else None
+
+
 def training_rows(metadata: ModelMetadata, train: str | None = None) -> TrainingRows:
-    """Reload the model's training data (`train`, else `metadata.data.source`) and re-create its split."""
-    source = train if train is not None else metadata.data.source
+    """Reload the model's training data (`train`, else the recorded file, else `metadata.data.source`) and
+    re-create its split."""
+    source = train or _recorded_file(metadata) or metadata.data.source
     if train is None and source not in BUILTIN_DATASETS and not Path(source).is_file():
         raise EvaluationError(
             f"model {metadata.name} v{metadata.version} was trained on {source!r}, which is neither a "
-            "built-in data set nor a file here; pass --train PATH with the data it was trained on"
+            "built-in data set nor a file here, and its recorded path is gone or changed; pass --train PATH "
+            "with the data it was trained on"
         )
     return split_training_rows(metadata, load_rows(source, metadata, "--train"), source)
+
+
+def overlapping_rows(rows: Array, training: Array) -> int:
+    """How many of `rows` are exactly a row of `training`."""
+    seen = {r.tobytes() for r in np.ascontiguousarray(training, np.float32)}
+    return sum(r.tobytes() in seen for r in np.ascontiguousarray(rows, np.float32))
 
 
 def split_training_rows(metadata: ModelMetadata, x: Array, source: str) -> TrainingRows:
@@ -209,6 +235,7 @@ def split_training_rows(metadata: ModelMetadata, x: Array, source: str) -> Train
         )
     split = split_rows(n_rows, validation_fraction, metadata.seed, test_every)
     x_train = x[split.train]
+    fitted_on = x_train
     recorded = np.array([summary.feature_min, summary.feature_max], dtype=np.float32)  # (2, input_dim)
     ranges = np.stack([x_train.min(axis=0).ravel(), x_train.max(axis=0).ravel()])  # (2, input_dim)
     if not np.allclose(ranges, recorded, rtol=1e-5, atol=1e-6):
@@ -216,7 +243,10 @@ def split_training_rows(metadata: ModelMetadata, x: Array, source: str) -> Train
             f"--train: the training rows recovered from {source} do not match model {metadata.name} "
             f"v{metadata.version} (different per-feature ranges); expected the data it was trained on"
         )
-    return TrainingRows(x_train, x[split.validation], source)
+    if not len(split.validation):  # cross-fitted: the baselines hold out their own validation rows
+        inner = split_rows(len(x_train), 0.2, metadata.seed, test_every=0)
+        return TrainingRows(x_train[inner.train], x_train[inner.validation], source, fitted_on)
+    return TrainingRows(x_train, x[split.validation], source, np.concatenate([x_train, x[split.validation]]))
 
 
 class PcaScorer:
@@ -382,7 +412,15 @@ def save_roc_plot(results: list[MethodResult], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for r in results:
         fpr, tpr = roc_curve(r.normal, r.anomalies)
-        ax.plot(fpr, tpr, drawstyle="steps-post", label=f"{r.name}: AUROC {r.auroc:.4f}")
+        (line,) = ax.plot(fpr, tpr, drawstyle="steps-post", label=f"{r.name}: AUROC {r.auroc:.4f}")
+        if np.isfinite(r.threshold):  # the operating point of its default threshold
+            ax.plot(
+                [r.false_alarm_rate],
+                [r.detection_rate],
+                marker="o",
+                color=line.get_color(),
+                label=f"  threshold: {r.false_alarm_rate:.1%} false alarms, {r.detection_rate:.1%} detected",
+            )
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("false-alarm rate (normal rows flagged)")
     ax.set_ylabel("detection rate (anomalies flagged)")
@@ -392,24 +430,6 @@ def save_roc_plot(results: list[MethodResult], path: Path, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def add_evaluate_command(commands: Any) -> None:
-    """Add the `evaluate` sub-command to the CLI's sub-parsers."""
-    parser: argparse.ArgumentParser = commands.add_parser(
-        "evaluate", help="anomaly detection of a model version against PCA and IsolationForest"
-    )
-    data = f"{', '.join(BUILTIN_DATASETS)}, or a .npy/.csv file of rows"
-    parser.add_argument(
-        "--model", required=True, type=Path, help="a model version directory, models/NAME/VERSION"
-    )
-    parser.add_argument("--normal", required=True, help=f"normal rows: {data}")
-    parser.add_argument("--anomalies", required=True, help=f"anomalous rows: {data}")
-    parser.add_argument(
-        "--train", help="the data the model was trained on, when its recorded data.source cannot be reloaded"
-    )
-    parser.add_argument("--score", choices=["mse", "neg_elbo"], help="default: the model's default score")
-    parser.add_argument("--out", type=Path, default=Path("roc.png"), help="ROC plot PNG (default: roc.png)")
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
@@ -430,6 +450,15 @@ def run_evaluate(args: argparse.Namespace) -> None:
     normal = load_rows(args.normal, metadata, "--normal")
     anomalies = load_rows(args.anomalies, metadata, "--anomalies")
     rows = training_rows(metadata, args.train)
+    seen = overlapping_rows(
+        normal, rows.seen if rows.seen is not None else np.concatenate([rows.train, rows.validation])
+    )
+    if seen:
+        print(
+            f"warning: {seen} of the {len(normal)} --normal rows are rows the model was trained or "
+            "calibrated on; they score lower than new rows, so the AUROC and false-alarm rate flatter it",
+            file=sys.stderr,
+        )
     results = evaluate(directory, normal, anomalies, rows, args.score)
     target = _target_rate(metadata, args.score or metadata.default_score)
     print(

@@ -26,11 +26,12 @@ import onnxruntime as ort
 import torch
 from torch import Tensor, nn
 
-from service.contract import SCORE_OUTPUTS, GraphFile, GraphRole
+from service.contract import SCORE_OUTPUTS, GraphFile, GraphRole, ScoreName
 from training.data import Array, Normaliser
+from training.memory import ScoredModel
 from training.objectives import Autoencoder
 
-__all__ = ["OPSET", "ExportError", "GraphSpec", "export_graphs", "graph_modules", "sha256"]
+__all__ = ["OPSET", "ExportError", "GraphSpec", "export_graphs", "graph_modules", "score_output", "sha256"]
 
 OPSET = 17
 # Parity tolerance between ONNX Runtime and torch per value in the normalised space, relative to the value's
@@ -39,13 +40,21 @@ PARITY_ATOL = 1e-5
 # Outputs in raw units; every other output is in the normalised space already.
 RAW_OUTPUTS = frozenset({"reconstruction"})
 
+Model = Autoencoder | ScoredModel
+"""What is exported: a variant, or a variant with scores composed around it (`training.memory`)."""
+
+
+def score_output(score: ScoreName) -> str:
+    """The fused graph's output that carries `score`: the well-known name (`mse` -> `error`), else its own."""
+    return SCORE_OUTPUTS.get(score, score)
+
 
 class ExportError(RuntimeError):
     """The exported graph does not reproduce torch's outputs."""
 
 
 class _Normalised(nn.Module):
-    def __init__(self, model: Autoencoder, normaliser: Normaliser) -> None:
+    def __init__(self, model: Model, normaliser: Normaliser) -> None:
         super().__init__()
         self.model = model
         # Broadcast over a sample: (features,), (1, channels) or (channels, 1, 1).
@@ -84,11 +93,11 @@ class GraphSpec:
     outputs: list[str]
 
 
-def graph_modules(model: Autoencoder, normaliser: Normaliser) -> list[GraphSpec]:
+def graph_modules(model: Model, normaliser: Normaliser) -> list[GraphSpec]:
     """The three graphs of a model as torch modules taking and giving raw units."""
     codes = list(model.encoder_outputs)
     # The fused graph outputs `error` (the mse score) and then each extra score, in `scores` order.
-    fused_out = [*codes, "reconstruction", "feature_errors", *(SCORE_OUTPUTS[s] for s in model.scores)]
+    fused_out = [*codes, "reconstruction", "feature_errors", *(score_output(s) for s in model.scores)]
     return [
         GraphSpec("encoder", EncoderGraph(model, normaliser).eval(), ["x"], codes),
         GraphSpec("decoder", DecoderGraph(model, normaliser).eval(), ["latent"], ["reconstruction"]),
@@ -160,7 +169,7 @@ def check_parity(spec: GraphSpec, path: Path, probe: Tensor, normaliser: Normali
 
 
 def export_graphs(
-    model: Autoencoder, normaliser: Normaliser, directory: Path, probe: Array
+    model: Model, normaliser: Normaliser, directory: Path, probe: Array
 ) -> tuple[dict[GraphRole, GraphFile], float]:
     """Write encoder.onnx, decoder.onnx and model.onnx into `directory`, check each against ONNX Runtime on
     `probe` samples (raw units, (n, *input_shape), n > 2), and return their metadata entries and the worst

@@ -1,4 +1,6 @@
-"""PNG figures saved beside each model: loss curves, originals against reconstructions, generated samples."""
+"""PNG figures saved beside each model: loss curves; for images originals (or noisy inputs) against their
+reconstructions (or denoised outputs) and generated samples; for tables per-feature errors in normalised units
+and the histogram of held-out scores with the threshold. Every axis is labelled."""
 
 from __future__ import annotations
 
@@ -10,24 +12,35 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import numpy.typing as npt
 
 from service.contract import ImageSpec
 from training.data import Array
 from training.train import History
 
-__all__ = ["save_loss_curves", "save_reconstructions", "save_samples"]
+__all__ = [
+    "save_feature_errors",
+    "save_loss_curves",
+    "save_reconstructions",
+    "save_samples",
+    "save_score_histogram",
+]
 
 
 def save_loss_curves(history: History, best_epoch: int, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = np.arange(1, len(history.train_loss) + 1)
     ax.plot(epochs, history.train_loss, label="train loss")
-    ax.plot(epochs, history.validation_loss, label="validation loss")
-    ax.plot(epochs, history.validation_reconstruction, label="validation mse", linestyle="--")
-    ax.axvline(best_epoch + 1, color="grey", linestyle=":", label="kept (best validation)")
+    if history.validation_loss:
+        ax.plot(epochs, history.validation_loss, label="validation loss")
+        # The reconstruction part only where a penalty makes it differ from the loss.
+        if not np.allclose(history.validation_loss, history.validation_reconstruction, rtol=1e-6):
+            ax.plot(epochs, history.validation_reconstruction, label="validation mse", linestyle="--")
+        ax.axvline(best_epoch + 1, color="grey", linestyle=":", label="kept (best validation)")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_title(title)
+    ax.set_ylabel("loss (normalised units, log scale)")
+    ax.set_title(title, fontsize=9)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -69,10 +82,50 @@ def _grid(rows: list[Array], labels: list[str], image: ImageSpec | None, path: P
 
 
 def save_reconstructions(
-    originals: Array, reconstructions: Array, image: ImageSpec | None, path: Path, title: str
+    inputs: Array,
+    outputs: Array,
+    image: ImageSpec | None,
+    path: Path,
+    title: str,
+    labels: tuple[str, str] = ("original", "reconstruction"),
 ) -> None:
-    """Held-out originals (top row) against their reconstructions (bottom row), raw units."""
-    _grid([originals[:12], reconstructions[:12]], ["original", "reconstruction"], image, path, title)
+    """Held-out inputs (top row) against the model's outputs (bottom row), raw units: originals and
+    reconstructions, or noisy inputs and their denoised outputs."""
+    _grid([inputs[:12], outputs[:12]], list(labels), image, path, title)
+
+
+def save_feature_errors(feature_errors: Array, names: tuple[str, ...] | None, path: Path, title: str) -> None:
+    """A box per feature of held-out rows' squared reconstruction errors in normalised units (log scale),
+    the feature names on the axis."""
+    width = feature_errors.shape[1]
+    labels = list(names) if names is not None else [f"feature {i}" for i in range(width)]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.32 * width + 2.0), 4.5))
+    floor = max(float(np.min(feature_errors[feature_errors > 0], initial=1e-12)), 1e-12)
+    ax.boxplot(np.maximum(feature_errors, floor), showfliers=True, flierprops={"markersize": 2})
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(1, width + 1), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_xlabel("feature")
+    ax.set_ylabel("squared error, normalised units")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def save_score_histogram(
+    scores: npt.NDArray[np.floating], threshold: float, rate: float, path: Path, title: str
+) -> None:
+    """Histogram of held-out normal rows' scores, the default threshold marked."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(np.asarray(scores, np.float64), bins=min(60, max(10, len(scores) // 8)), color="tab:blue")
+    ax.axvline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold:.4g} ({rate:.2%})")
+    ax.set_xlabel("anomaly score")
+    ax.set_ylabel("held-out normal rows")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def save_samples(samples: Array, image: ImageSpec | None, path: Path, title: str) -> None:

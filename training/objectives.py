@@ -12,10 +12,7 @@ objective.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
 import torch
@@ -23,12 +20,12 @@ from torch import Tensor, nn
 
 from service.contract import ScoreName
 from training.bodies import BODIES, Body, BodyPlan
+from training.catalogue import VARIANT_OPTIONS, HyperParameter
 
 __all__ = [
     "OBJECTIVES",
     "Autoencoder",
     "ContractiveAutoencoder",
-    "Defaults",
     "DenoisingAutoencoder",
     "HyperParameter",
     "LinearAutoencoder",
@@ -36,47 +33,12 @@ __all__ = [
     "SparseKLAutoencoder",
     "SparseL1Autoencoder",
     "SparseL2Autoencoder",
-    "Tuned",
     "VariationalAutoencoder",
     "build_model",
     "jacobian_frobenius_sq",
     "jacobian_projections_sq",
     "per_sample_sum",
 ]
-
-
-@dataclass(frozen=True)
-class HyperParameter:
-    """An objective's own hyper-parameter; the CLI offers it as --<name with dashes>."""
-
-    name: str
-    default: float
-    help: str
-    minimum: float = 0.0
-    maximum: float = math.inf
-    """Allowed range, inclusive."""
-
-
-@dataclass(frozen=True)
-class Tuned:
-    """An objective's defaults on one body where they differ from its own, each measured (docs/images.md).
-
-    None (or a hyper-parameter left out) keeps the objective's own default."""
-
-    latent_dim: int | None = None
-    hidden: tuple[int, ...] | None = None
-    steps: int | None = None
-    hparams: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """What an objective trains with on one body when the configuration leaves it unset."""
-
-    latent_dim: int
-    hidden: tuple[int, ...]
-    steps: int
-    hparams: dict[str, float]
 
 
 class Loss(NamedTuple):
@@ -103,13 +65,6 @@ class Autoencoder(nn.Module):
     scores: ClassVar[tuple[ScoreName, ...]] = ("mse",)
     """Anomaly scores the fused graph outputs, beyond-mse ones computed by `extra_scores`."""
     generative: ClassVar[bool] = False
-    tuned: ClassVar[dict[str, Tuned]] = {
-        # MNIST's 6,400 training images at batch 64 make 100 steps an epoch, and a conv2d step costs ten MLP
-        # ones or more: 3,000 steps (30 epochs) keeps the shipped MNIST set to one build (docs/images.md).
-        "conv2d": Tuned(steps=3000),
-    }
-    """Body key -> this objective's defaults on that body, where they differ; a subclass's entry refines its
-    base classes' (see `defaults_for`)."""
 
     def __init__(
         self,
@@ -124,8 +79,6 @@ class Autoencoder(nn.Module):
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.hp = {p.name: p.default for p in self.hyperparameters} | (hparams or {})
-        self.step_budget = self.default_steps
-        """Gradient steps when the configuration leaves epochs and steps unset (`build_model`: the body's)."""
         plan = BodyPlan(self.code_width(), self.activation, self.code_activation)
         self.body = body(self.input_shape, latent_dim, hidden, plan)
 
@@ -133,26 +86,6 @@ class Autoencoder(nn.Module):
     def default_hidden(cls, body: type[Body]) -> tuple[int, ...]:
         """Capacity when none is given, from the body's default."""
         return body.default_hidden
-
-    @classmethod
-    def defaults_for(cls, body: str) -> Defaults:
-        """Every default of this objective on BODIES[body]: latent size, capacity, step budget and
-        hyper-parameters, the body's tuned ones over the objective's own."""
-        defaults = Defaults(
-            latent_dim=cls.default_latent_dim,
-            hidden=cls.default_hidden(BODIES[body]),
-            steps=cls.default_steps,
-            hparams={p.name: p.default for p in cls.hyperparameters},
-        )
-        for owner in reversed(cls.__mro__):  # the base's entry first, each subclass's over it
-            tuned = vars(owner).get("tuned", {}).get(body)
-            if tuned is not None:
-                defaults = dataclasses.replace(
-                    defaults,
-                    **{k: v for k, v in vars(tuned).items() if v is not None and k != "hparams"},
-                    hparams=defaults.hparams | tuned.hparams,
-                )
-        return defaults
 
     def activation(self) -> nn.Module:
         return nn.ELU()
@@ -226,7 +159,7 @@ class LinearAutoencoder(Autoencoder):
 class SparseL1Autoencoder(Autoencoder):
     """Activity sparsity: lambda * sum_j |h_j| per sample on a ReLU code (so codes can be exactly zero)."""
 
-    hyperparameters = (HyperParameter("l1", 1e-3, "weight of the L1 penalty on code activations"),)
+    hyperparameters = VARIANT_OPTIONS["sparse_l1"]
 
     def code_activation(self) -> nn.Module:
         return nn.ReLU()
@@ -238,7 +171,7 @@ class SparseL1Autoencoder(Autoencoder):
 class SparseL2Autoencoder(Autoencoder):
     """Ridge penalty lambda * sum w^2 over all weight tensors (biases excluded)."""
 
-    hyperparameters = (HyperParameter("l2", 1e-4, "weight of the L2 penalty on the weights"),)
+    hyperparameters = VARIANT_OPTIONS["sparse_l2"]
 
     def penalty(self, x: Tensor, z: Tensor) -> Tensor:
         return self.hp["l2"] * sum((w**2).sum() for w in self.weights())  # type: ignore[return-value]
@@ -247,10 +180,7 @@ class SparseL2Autoencoder(Autoencoder):
 class SparseKLAutoencoder(Autoencoder):
     """Sigmoid code whose mean activation per unit (over the batch) is pulled towards rho by a KL penalty."""
 
-    hyperparameters = (
-        HyperParameter("rho", 0.05, "target mean activation of each code unit", 1e-4, 1 - 1e-4),
-        HyperParameter("kl_weight", 0.1, "weight of the KL sparsity penalty"),
-    )
+    hyperparameters = VARIANT_OPTIONS["sparse_kl"]
 
     def code_activation(self) -> nn.Module:
         return nn.Sigmoid()
@@ -270,23 +200,10 @@ class DenoisingAutoencoder(Autoencoder):
     the others badly (a model trained at 0.2 leaves lighter noise blurred and heavier noise in place).
     """
 
-    hyperparameters = (
-        HyperParameter("noise_std", 0.2, "std of the Gaussian noise added in the normalised space"),
-        HyperParameter(
-            "noise_std_max",
-            0.0,
-            "when above --noise-std, each sample's noise std is drawn uniformly from [noise_std, this]",
-        ),
-        HyperParameter("mask_prob", 0.0, "probability of setting each input value to zero", 0.0, 1.0),
-    )
+    hyperparameters = VARIANT_OPTIONS["denoising"]
     # Removing noise needs a wider network and code, and longer training, than reconstructing clean inputs.
     default_latent_dim = 32
     default_steps = 12000
-    # Images (docs/images.md, measured on MNIST): noise of every std from 0 to 0.5 of the range, so that one
-    # model serves every level; a wide code, since a narrow one caps what a clean digit keeps.
-    tuned: ClassVar[dict[str, Tuned]] = {
-        "conv2d": Tuned(latent_dim=128, hidden=(32, 64), hparams={"noise_std": 0.0, "noise_std_max": 0.5})
-    }
 
     @classmethod
     def default_hidden(cls, body: type[Body]) -> tuple[int, ...]:
@@ -313,19 +230,7 @@ class ContractiveAutoencoder(Autoencoder):
     about a plain training step.
     """
 
-    hyperparameters = (
-        HyperParameter("contractive_weight", 0.01, "weight of the squared Frobenius norm of the Jacobian"),
-        HyperParameter(
-            "jacobian_probes",
-            0,
-            "random projections estimating the Jacobian norm in training (0: exact, one pass per code unit)",
-            0,
-            64,
-        ),
-    )
-    # The exact penalty made a conv2d step on MNIST 31 times a plain one (docs/images.md); one probe a step
-    # costs one pass.
-    tuned: ClassVar[dict[str, Tuned]] = {"conv2d": Tuned(hparams={"jacobian_probes": 1})}
+    hyperparameters = VARIANT_OPTIONS["contractive"]
 
     def code_activation(self) -> nn.Module:
         return nn.Sigmoid()
@@ -375,7 +280,7 @@ class VariationalAutoencoder(Autoencoder):
     """
 
     # beta < 1: with inputs scaled to [0, 1] a unit-variance likelihood would let the KL term swamp the data.
-    hyperparameters = (HyperParameter("beta", 0.02, "weight of the KL term of the VAE loss"),)
+    hyperparameters = VARIANT_OPTIONS["vae"]
     encoder_outputs = ("latent", "log_var")
     scores = ("mse", "neg_elbo")
     generative = True
@@ -429,16 +334,14 @@ def build_model(
     hidden: tuple[int, ...] | None,
     hparams: dict[str, float],
 ) -> Autoencoder:
-    """OBJECTIVES[objective] on BODIES[body] for samples of `input_shape`; None (and a hyper-parameter left
-    out) takes the objective's default on that body (`Autoencoder.defaults_for`), step budget included."""
-    cls = OBJECTIVES[objective]
-    defaults = cls.defaults_for(body)
-    model = cls(
-        BODIES[body],
+    """OBJECTIVES[objective] on BODIES[body] for samples of `input_shape`; None takes the objective's default
+    latent size, or its default capacity for that body (`training.defaults.resolve` fills in the defaults
+    that depend on the data and the body first)."""
+    cls, body_cls = OBJECTIVES[objective], BODIES[body]
+    return cls(
+        body_cls,
         input_shape,
-        defaults.latent_dim if latent_dim is None else latent_dim,
-        defaults.hidden if hidden is None else hidden,
-        defaults.hparams | hparams,
+        cls.default_latent_dim if latent_dim is None else latent_dim,
+        cls.default_hidden(body_cls) if hidden is None else hidden,
+        hparams,
     )
-    model.step_budget = defaults.steps
-    return model

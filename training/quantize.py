@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from service.contract import METADATA_FILE, GraphFile, GraphRole, ModelMetadata
 from training.arguments import OneLineParser, number
-from training.artifact import recalibrated
+from training.artifact import cross_fitted, recalibrated
 from training.data import Array, DataError, load_data
 from training.evaluate import load_rows, split_training_rows, training_rows
 from training.export import sha256
@@ -170,6 +170,14 @@ def quantise_version(
         for graph in meta.graphs.values():
             quantise_graph(directory / graph.path, staged / graph.path)
         report = evaluate(directory, rows, staged / meta.graphs["model"].path, max_drift)
+        if report.kept and cross_fitted(meta):
+            # Out-of-fold scores came from float fold models that are not kept: no rows to recalibrate on.
+            report = replace(
+                report,
+                kept=False,
+                reason=f"{report.reason}, but the scores were calibrated by cross-fitting and cannot be "
+                "recalibrated on int8 graphs (train with --folds 0 to quantise)",
+            )
         if apply and report.kept:
             # Checked before any file is replaced, so a refusal leaves the float version intact.
             validation = (training or split_training_rows(meta, rows, meta.data.source)).validation

@@ -65,12 +65,13 @@ def epochs_for(config: TrainConfig, n_train: int, default_steps: int) -> tuple[i
 def train_model(
     config: TrainConfig,
     x_train: Array,
-    x_validation: Array,
+    x_validation: Array | None,
     progress: bool = True,
     kind: InputKind = "rows",
 ) -> TrainResult:
     """Train `config.variant` on normalised samples (n, *input_shape) of `kind`, on `config.architecture`
-    (None: the body made for that kind); returns the model at its best validation loss."""
+    (None: the body made for that kind); returns the model at its best validation loss, or, without
+    validation samples (cross-fitting trains on every one), after the whole step budget."""
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     body = body_for(kind, config.architecture)
@@ -78,7 +79,7 @@ def train_model(
         config.variant, body, x_train.shape[1:], config.latent_dim, config.hidden, config.hparams
     )
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    epochs, steps_per_epoch = epochs_for(config, len(x_train), model.step_budget)
+    epochs, steps_per_epoch = epochs_for(config, len(x_train), model.default_steps)
     total_steps = epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser,
@@ -90,7 +91,7 @@ def train_model(
         ),
     )
     train = torch.from_numpy(x_train)
-    validation = torch.from_numpy(x_validation)
+    validation = None if x_validation is None else torch.from_numpy(x_validation)
     batch = min(config.batch_size, len(x_train))
     starts = batch_starts(len(train), batch)
     generator = torch.Generator().manual_seed(config.seed)
@@ -116,12 +117,16 @@ def train_model(
             sums[0] += float(loss.total.detach())
             sums[1] += float(loss.reconstruction.detach())
         steps += len(starts)
-        val_loss, val_rec = evaluate_loss(model, validation)
         history.train_loss.append(sums[0] / len(starts))
         history.train_reconstruction.append(sums[1] / len(starts))
+        history.lr.append(optimiser.param_groups[0]["lr"])
+        if validation is None:
+            best_epoch = epoch
+            bar.set_postfix(train=f"{history.train_loss[-1]:.4f}")
+            continue
+        val_loss, val_rec = evaluate_loss(model, validation)
         history.validation_loss.append(val_loss)
         history.validation_reconstruction.append(val_rec)
-        history.lr.append(optimiser.param_groups[0]["lr"])
         if val_loss < best_loss and (math.isinf(best_loss) or best_loss - val_loss > 1e-7 * abs(best_loss)):
             best_loss, best_state, best_epoch, since_best = (
                 val_loss,
@@ -134,7 +139,8 @@ def train_model(
         bar.set_postfix(train=f"{history.train_loss[-1]:.4f}", val=f"{val_loss:.4f}")
         if since_best >= config.patience:
             break
-    model.load_state_dict(best_state)
+    if validation is not None:
+        model.load_state_dict(best_state)
     model.eval()
     return TrainResult(model, history, best_epoch, len(history.train_loss), steps)
 

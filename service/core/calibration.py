@@ -1,13 +1,21 @@
 """Request-time calibration: turning a false-alarm rate into a threshold through the recorded calibration.
 
-Training records, per score, thresholds t(p) at a grid of levels p (`calibrated_quantiles`): an upper
-confidence bound on the p quantile of normal scores, so that at most a fraction 1 - p of new normal rows score
-above t(p) (see `training.calibration`). Metadata written before calibrated thresholds has only the held-out
-scores' empirical quantiles q(p) (`quantiles`), and those serve as t(p) there. A false-alarm rate r asks for
-t(1 - r); the default threshold is read from the same grid at the training rate. Between two recorded levels
-p_i <= 1 - r <= p_{i+1} t is taken as linear: t = t(p_i) + (t(p_{i+1}) - t(p_i)) * ((1 - r) - p_i) /
-(p_{i+1} - p_i). Outside the recorded grid there is nothing to interpolate from (extrapolating a tail is
-guesswork), so such rates are refused.
+Training records, per score, thresholds t(p) at the levels p its held-out rows support
+(`calibrated_quantiles`): a held-out score such that, with the recorded `confidence`, at most a fraction
+(1 - p) * (1 + tolerance) of new normal rows score above t(p) (see `training.calibration`; the held-out
+scores come from a validation split or from cross-fitting, `method`). Metadata written before calibrated
+thresholds has only the held-out scores' empirical quantiles q(p) (`quantiles`), and those serve as t(p)
+there. A false-alarm rate r asks for t(1 - r); the default threshold is read from the same grid at the
+training rate. Between two recorded levels p_i <= 1 - r <= p_{i+1} t is taken as linear:
+t = t(p_i) + (t(p_{i+1}) - t(p_i)) * ((1 - r) - p_i) / (p_{i+1} - p_i).
+
+Outside the recorded levels there is nothing to interpolate from, and below the lowest supported rate no
+threshold keeps the promise, so such rates are refused (422) with the supported range, never clamped.
+`threshold_source` in the answer says which threshold was used: "request" (the request's own threshold;
+`false_alarm_rate` is then the rate it corresponds to, null outside the supported range),
+"false_alarm_rate" (mapped from the request's rate, which the rows support), or "model_default" (the
+calibrated default; its `false_alarm_rate` is the rate it keeps, which is the training target unless the
+training rows could not support that).
 """
 
 from __future__ import annotations

@@ -69,24 +69,56 @@ def test_evaluate_cli_prints_model_and_baselines(
     trained: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     capsys.readouterr()
-    # The metadata records the file name "train.npy": found again from the directory it was trained in.
-    monkeypatch.chdir(trained)
+    # The metadata records the training file's absolute path and hash: found from any directory.
+    elsewhere = trained / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    monkeypatch.chdir(elsewhere)
     model = trained / "models" / "tiny" / "1"
-    argv = ["evaluate", "--model", str(model), "--normal", "normal.npy", "--anomalies", "anomalies.npy"]
+    argv = ["evaluate", "--model", str(model), "--normal", "../normal.npy", "--anomalies", "../anomalies.npy"]
     assert main([*argv, "--out", "plots/roc.png"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "warning" not in captured.err
     line = re.compile(r"^(.+?)\s+([01]\.\d{4})\s+([01]\.\d{4})\s+([\d.]+)%\s+([\d.]+)%", re.M)
     rows = {m.group(1).strip(): m.groups()[1:] for m in line.finditer(out)}
     pca = next(name for name in rows if name.startswith("PCA"))
-    assert set(rows) == {"tiny v1 (plain, mse)", "IsolationForest", pca}
+    ours = "tiny v1 (plain, knn)"
+    assert set(rows) == {ours, "IsolationForest", pca}
     assert re.fullmatch(r"PCA \(k=\d, on validation\)", pca)
-    scores = [score_rows(model, np.load(f)).scores["mse"] for f in ("normal.npy", "anomalies.npy")]
-    assert rows["tiny v1 (plain, mse)"][0] == f"{auroc(*scores):.4f}"
+    scores = [score_rows(model, np.load(trained / f)).scores["knn"] for f in ("normal.npy", "anomalies.npy")]
+    assert rows[ours][0] == f"{auroc(*scores):.4f}"
     # Rows off the normal rows' plane: easy for reconstruction errors, harder for axis-aligned trees.
-    assert float(rows["tiny v1 (plain, mse)"][0]) > 0.95 and float(rows[pca][0]) > 0.95
+    assert float(rows[ours][0]) > 0.95 and float(rows[pca][0]) > 0.95
     assert float(rows["IsolationForest"][0]) > 0.6
-    assert (trained / "plots" / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (elsewhere / "plots" / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "wrote plots/roc.png" in out
+
+
+def test_evaluate_warns_when_normal_rows_were_trained_on(
+    trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = str(trained / "models" / "tiny" / "1")
+    files = ["--normal", str(trained / "train.npy"), "--anomalies", str(trained / "anomalies.npy")]
+    capsys.readouterr()
+    assert main(["evaluate", "--model", model, *files, "--out", str(trained / "roc3.png")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 200 of the 200 --normal rows are rows the model was trained or calibrated on" in err
+
+
+def test_evaluate_asks_for_train_when_the_recorded_file_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = _low_rank(np.random.default_rng(1), 60, rank=2, dim=4, noise=0.05)
+    np.save(tmp_path / "gone.npy", rows)
+    argv = ["train", "--variant", "plain", "--data", str(tmp_path / "gone.npy"), "--name", "g"]
+    assert main([*argv, "--out", str(tmp_path / "m"), "--epochs", "2", "--quiet"]) == 0
+    (tmp_path / "gone.npy").unlink()
+    np.save(tmp_path / "normal.npy", rows)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    argv = ["evaluate", "--model", "m/g/1", "--normal", "normal.npy", "--anomalies", "normal.npy"]
+    assert main(argv) != 0
+    assert "pass --train PATH" in capsys.readouterr().err
 
 
 def test_evaluate_cli_uses_train_when_the_source_is_elsewhere(
@@ -106,7 +138,6 @@ def test_evaluate_cli_uses_train_when_the_source_is_elsewhere(
         (["--normal", "{d}/missing.npy"], "--normal: data file not found"),
         (["--anomalies", "{d}/wide.npy"], "has 5 features, expected 8"),
         (["--anomalies", "{d}/anomalies.txt"], "expected one of"),
-        ([], "pass --train PATH"),
         (["--train", "{d}/other.npy"], "do not match model tiny v1"),
         (["--train", "{d}/normal.npy"], "has 100 rows, expected the 200 rows"),
         (["--score", "neg_elbo", "--train", "{d}/train.npy"], "has no score 'neg_elbo'"),

@@ -54,9 +54,15 @@ def test_export_matches_torch_within_1e5(
 def trained(digits: npt.NDArray[np.float32], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models")
     config = TrainConfig(
-        variant="vae", architecture="mlp", latent_dim=4, hidden=(16,), epochs=3, false_alarm_rate=0.05
+        variant="vae",
+        architecture="mlp",
+        latent_dim=4,
+        hidden=(16,),
+        epochs=3,
+        false_alarm_rate=0.05,
+        folds=0,
     )
-    return train_version(config, _digit_images(digits), out, "tiny", progress=False).directory
+    return train_version(config, _digit_images(digits), out, "tiny", test_every=5, progress=False).directory
 
 
 def _digit_images(digits: npt.NDArray[np.float32]) -> Dataset:
@@ -67,13 +73,53 @@ def test_train_version_writes_metadata_that_round_trips(trained: Path) -> None:
     metadata = ModelMetadata.read(trained)
     assert trained.name == "1" and metadata.version == 1 and metadata.name == "tiny"
     assert ModelMetadata.model_validate_json(metadata.model_dump_json()) == metadata
-    assert metadata.scores == ["mse", "neg_elbo"] and metadata.generative
+    assert metadata.scores == ["mse", "neg_elbo", "knn", "combined"] and metadata.generative
+    outputs = {"mse": "error", "neg_elbo": "neg_elbo", "knn": "knn", "combined": "combined"}
+    assert metadata.score_outputs == outputs
+    assert metadata.default_score == "mse"  # images: the reconstruction error
+    assert all(c.method == "held_out" for c in metadata.calibration.values())
     assert metadata.data.n_test == 40 and metadata.data.n_train + metadata.data.n_validation == 160
     assert metadata.training["latent_dim"] == 4 and metadata.training["hparams"] == {"beta": 0.02}
     for graph in metadata.graphs.values():
         assert sha256(trained / graph.path) == graph.sha256
     for png in ("loss_curves.png", "reconstructions.png", "samples.png"):
         assert (trained / png).stat().st_size > 1000
+    assert np.load(trained / "test.npy").shape == (40, 1, 8, 8)
+
+
+def test_knn_score_is_the_mean_distance_to_the_nearest_training_rows(
+    trained: Path, digits: npt.NDArray[np.float32]
+) -> None:
+    from training.data import split_rows
+
+    metadata = ModelMetadata.read(trained)
+    offset, scale = np.array(metadata.normalisation.offset), np.array(metadata.normalisation.scale)
+    bank = (digits[split_rows(len(digits), 0.2, 0, 5).train] - offset) / scale  # (n_train, 64)
+    rows = digits[:10]
+    difference = ((rows - offset) / scale)[:, None, :] - bank[None, :, :]  # (10, n_train, 64)
+    distances = np.sqrt((difference**2).sum(axis=2))
+    k = TrainConfig().neighbours
+    expected = np.sort(distances, axis=1)[:, :k].mean(axis=1)
+    np.testing.assert_allclose(score_rows(trained, rows).scores["knn"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_cross_fitted_version_calibrates_on_out_of_fold_scores(
+    digits: npt.NDArray[np.float32], tmp_path: Path
+) -> None:
+    config = TrainConfig(latent_dim=3, hidden=(8,), epochs=2, false_alarm_rate=0.05)
+    trained = train_version(config, Dataset(digits[:, :10], "rows"), tmp_path, "cf", progress=False)
+    metadata = trained.metadata
+    assert metadata.data.n_validation == 0 and metadata.data.n_train == 200
+    for name, calibration in metadata.calibration.items():
+        # The bank score is held out row by row: leave one out, as many folds as rows.
+        folds = 200 if name == "knn" else 5
+        assert (calibration.method, calibration.folds, calibration.n) == ("cross_fit", folds, 200)
+    # Out-of-fold scores sit above the final model's own scores on the rows it was trained on.
+    scores = score_rows(trained.directory, digits[:, :10]).scores
+    assert np.median(scores["knn"]) < metadata.calibration["knn"].quantiles["0.5"]
+    assert metadata.training["folds"] == 5 and metadata.latent_dim == 3
+    for png in ("feature_errors.png", "score_histogram.png", "loss_curves.png"):
+        assert (trained.directory / png).stat().st_size > 1000
 
 
 def test_train_version_calibrates_on_validation_scores(
@@ -263,7 +309,9 @@ def test_train_version_records_the_body_and_the_sample_layout(
     np.testing.assert_allclose(
         scores.feature_errors.reshape(9, -1).mean(axis=1), scores.scores["mse"], rtol=1e-5
     )
-    assert (directory / "reconstructions.png").stat().st_size > 1000
+    pictures = ["reconstructions.png"] if kind == "image" else ["feature_errors.png", "score_histogram.png"]
+    for png in ["loss_curves.png", *pictures]:
+        assert (directory / png).stat().st_size > 1000
 
 
 def test_train_version_normalises_series_per_channel_over_time(
@@ -271,7 +319,9 @@ def test_train_version_normalises_series_per_channel_over_time(
 ) -> None:
     windows = samples["series"]  # channels in units 1, 10 and 100
     dataset = Dataset(windows, "windows", "series", series=SeriesSpec(window=13, channels=3))
-    config = TrainConfig(latent_dim=3, hidden=(4,), epochs=1, validation_fraction=0.25)
+    config = TrainConfig(
+        latent_dim=3, hidden=(4,), epochs=1, validation_fraction=0.25, normalisation="minmax", folds=0
+    )
     metadata = train_version(config, dataset, tmp_path, "series", test_every=0, progress=False).metadata
     train = windows[split_rows(len(windows), 0.25, 0, 0).train]
     np.testing.assert_allclose(metadata.normalisation.offset, train.min(axis=(0, 1)), rtol=1e-6)

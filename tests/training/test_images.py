@@ -18,11 +18,12 @@ from PIL import Image
 
 from service.contract import ModelMetadata
 from tests.training.conftest import tiny_hidden
-from training import cli
+from training import artifact
 from training.artifact import TrainedVersion, train_version
 from training.cli import main
 from training.config import TrainConfig
 from training.data import MNIST_FILES, DataError, Dataset, Normaliser, load_data, read_idx, read_mnist
+from training.defaults import BODY_TUNED, EVERY_VARIANT, resolve, tuned_for
 from training.objectives import (
     OBJECTIVES,
     DenoisingAutoencoder,
@@ -112,18 +113,24 @@ def test_read_mnist_refuses_a_folder_without_the_files(tmp_path: Path) -> None:
         read_mnist(tmp_path / "mnist")
 
 
-def test_defaults_with_mnist_build_conv2d_models_beside_the_digits_mlps(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    _mnist_folder(tmp_path / "mnist")
-    real = cli.train_version
+def _briefly(monkeypatch: pytest.MonkeyPatch) -> list[TrainConfig]:
+    """Make `defaults` train each model for a few steps on a tiny body; the configurations it was given."""
+    real = artifact.train_version
     seen: list[TrainConfig] = []
 
     def briefly(config: TrainConfig, *args: Any, **kwargs: Any) -> TrainedVersion:
         seen.append(config)
         return real(dataclasses.replace(config, steps=10, hidden=(4,)), *args, **kwargs)
 
-    monkeypatch.setattr(cli, "train_version", briefly)
+    monkeypatch.setattr(artifact, "train_version", briefly)
+    return seen
+
+
+def test_defaults_with_mnist_build_conv2d_models_beside_the_digits_mlps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _mnist_folder(tmp_path / "mnist")
+    seen = _briefly(monkeypatch)
     argv = ["defaults", "--out", str(tmp_path / "models"), "--variants", "denoising", "--quiet"]
     assert main([*argv, "--mnist", str(tmp_path / "mnist")]) == 0
     assert [c.architecture for c in seen] == ["mlp", "conv2d"]
@@ -132,9 +139,31 @@ def test_defaults_with_mnist_build_conv2d_models_beside_the_digits_mlps(
     assert mnist.image is not None and mnist.image.pixel_range == (0.0, 255.0)
     # Trained on the rows with index % 5 != 0, reported on the rest.
     assert (mnist.data.n_test, mnist.data.n_train + mnist.data.n_validation) == (8, 32)
-    assert mnist.training["hparams"] == DenoisingAutoencoder.defaults_for("conv2d").hparams
+    assert tuned_for("conv2d", "denoising").hparams.items() <= mnist.training["hparams"].items()
+    assert "knn" not in mnist.scores  # no memory bank in the shipped image models
+    # MNIST's held-out images stay with the user's copy of MNIST; the digits' beside their model.
+    assert not (tmp_path / "models" / "mnist-denoising" / "1" / "test.npy").exists()
+    assert (tmp_path / "models" / "digits-denoising" / "1" / "test.npy").exists()
     assert ModelMetadata.read(tmp_path / "models" / "digits-denoising" / "1").architecture == "mlp"
     assert "built in" in capsys.readouterr().out
+
+
+def test_defaults_only_builds_the_named_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _mnist_folder(tmp_path / "mnist")
+    seen = _briefly(monkeypatch)
+    out = tmp_path / "models"
+    argv = ["defaults", "--out", str(out), "--mnist", str(tmp_path / "mnist"), "--quiet"]
+    assert main([*argv, "--only", "mnist-vae", "mnist-plain"]) == 0
+    assert [(c.variant, c.architecture) for c in seen] == [("plain", "conv2d"), ("vae", "conv2d")]
+    assert sorted(p.name for p in out.iterdir()) == ["mnist-plain", "mnist-vae"]
+    capsys.readouterr()
+    assert main([*argv, "--only", "mnist-vea"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--only mnist-vea: not among the models" in err
+    assert main(["defaults", "--out", str(out), "--only", "mnist-vae"]) == 2
+    assert "not among the models" in capsys.readouterr().err
 
 
 def test_defaults_with_a_wrong_mnist_folder_fail_in_one_line_before_training(
@@ -146,22 +175,25 @@ def test_defaults_with_a_wrong_mnist_folder_fail_in_one_line_before_training(
     assert not (tmp_path / "models").exists()
 
 
-def test_conv2d_defaults_are_each_objectives_tuned_ones() -> None:
-    for key, cls in OBJECTIVES.items():
-        defaults = cls.defaults_for("conv2d")
-        tuned = cls.tuned.get("conv2d")
-        model = build_model(key, "conv2d", (1, 12, 12), None, None, {})
-        assert (model.latent_dim, model.hidden, model.step_budget) == (
-            defaults.latent_dim,
-            defaults.hidden,
-            defaults.steps,
-        )
-        assert model.hp == defaults.hparams
-        if tuned is not None:
-            assert tuned.hparams.items() <= model.hp.items()
+@pytest.mark.parametrize("variant", sorted(OBJECTIVES))
+def test_conv2d_defaults_are_the_bodys_tuned_ones(variant: str) -> None:
+    cls = OBJECTIVES[variant]
+    every, own = BODY_TUNED["conv2d"][EVERY_VARIANT], BODY_TUNED["conv2d"].get(variant)
+    config = resolve(TrainConfig(variant=variant), 8000, 784, "image", cls.default_latent_dim, 6000, "conv2d")
+    tuned = tuned_for("conv2d", variant)
+    assert config.steps == every.steps == tuned.steps
+    assert config.latent_dim == (tuned.latent_dim or cls.default_latent_dim)
+    assert (config.hidden, config.hparams) == (tuned.hidden, dict(tuned.hparams))
+    if own is not None:
+        assert (own.latent_dim or cls.default_latent_dim, own.hidden) == (config.latent_dim, config.hidden)
+        assert own.hparams.items() <= config.hparams.items()
+    # Explicit choices win over the tuned ones.
+    chosen = TrainConfig(variant=variant, latent_dim=5, hidden=(3,), steps=7, hparams={"noise_std": 0.4})
+    kept = resolve(chosen, 8000, 784, "image", cls.default_latent_dim, 6000, "conv2d")
+    assert (kept.latent_dim, kept.hidden, kept.steps, kept.hparams["noise_std"]) == (5, (3,), 7, 0.4)
     # The MLP keeps the objective's own defaults: a fixed noise level, the exact Jacobian.
-    assert build_model("denoising", "mlp", (64,), None, None, {}).hp["noise_std_max"] == 0.0
-    assert build_model("contractive", "mlp", (64,), None, None, {}).hp["jacobian_probes"] == 0.0
+    on_mlp = resolve(TrainConfig(variant=variant), 8000, 64, "image", cls.default_latent_dim, 6000, "mlp")
+    assert (on_mlp.steps, on_mlp.hidden, on_mlp.hparams) == (6000, None, {})
 
 
 def test_denoising_noise_std_is_drawn_per_sample_in_its_range() -> None:
@@ -211,14 +243,13 @@ def test_denoising_on_conv2d_lowers_the_noisy_to_clean_error(digits: npt.NDArray
 
 def test_contractive_projections_estimate_the_exact_jacobian_norm() -> None:
     torch.manual_seed(4)
-    model = build_model("contractive", "conv2d", (1, 8, 8), 6, (4,), {})
+    model = build_model("contractive", "conv2d", (1, 8, 8), 6, (4,), {"jacobian_probes": 1})
     x = torch.randn(3, 1, 8, 8, requires_grad=True)
     z = model.encode(x)
     exact = jacobian_frobenius_sq(z, x)
     estimate = jacobian_projections_sq(z, x, 4000)
     torch.testing.assert_close(estimate.detach(), exact.detach(), rtol=0.1, atol=0.0)
-    # In training the penalty takes the estimate (one probe on conv2d by default), in evaluation the exact.
-    assert model.hp["jacobian_probes"] >= 1
+    # In training the penalty takes the estimate, in evaluation the exact norm.
     model.eval()
     weight = model.hp["contractive_weight"]
     assert model.penalty(x, z).item() == pytest.approx(weight * exact.mean().item(), rel=1e-5)

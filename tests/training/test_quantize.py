@@ -17,14 +17,15 @@ from training.config import TrainConfig
 from training.data import DataError, Dataset, split_rows
 from training.scoring import score_rows
 
-CONFIG = TrainConfig(variant="plain", latent_dim=2, hidden=(8,), epochs=2, false_alarm_rate=0.05)
+CONFIG = TrainConfig(variant="plain", latent_dim=2, hidden=(8,), epochs=2, false_alarm_rate=0.05, folds=0)
 
 
 @pytest.fixture(scope="module")
 def trained(digits: npt.NDArray[np.float32], tmp_path_factory: pytest.TempPathFactory) -> Path:
     # The source names a file that is not there: the training data cannot be reloaded from the metadata.
     dataset = Dataset(digits[:80], "gone.npy")
-    return train_version(CONFIG, dataset, tmp_path_factory.mktemp("models"), "q", progress=False).directory
+    out = tmp_path_factory.mktemp("models")
+    return train_version(CONFIG, dataset, out, "q", test_every=5, progress=False).directory
 
 
 @pytest.fixture
@@ -123,3 +124,17 @@ def test_quantize_main_bad_input_exits_2_with_one_line(
     (tmp_path / "broken" / METADATA_FILE).write_text('{"name": "x"}')
     argv = [a.format(d=tmp_path, v=version) for a in args]
     assert message in _one_line_error(argv, capsys)
+
+
+def test_cross_fitted_version_is_not_quantised(
+    digits: npt.NDArray[np.float32], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _always_kept(monkeypatch)
+    config = dataclasses.replace(CONFIG, folds=3)
+    directory = train_version(
+        config, Dataset(digits[:60], "gone.npy"), tmp_path, "c", progress=False
+    ).directory
+    before = ModelMetadata.read(directory)
+    report = quantize.quantise_version(directory, digits[:60], apply=True)
+    assert not report.kept and "calibrated by cross-fitting" in report.reason
+    assert ModelMetadata.read(directory) == before
