@@ -62,7 +62,10 @@ METADATA_FILE = "metadata.json"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 
-GraphRole = Literal["encoder", "decoder", "model"]
+GraphRole = Literal["encoder", "decoder", "model", "core"]
+"""`core`, written only beside a memory bank: the fused graph without the bank's scores (`knn`, `combined`),
+which every request that asks for none of them runs instead (ONNX Runtime runs all of a graph's nodes,
+whatever outputs are fetched)."""
 InputKind = Literal["rows", "series", "image"]
 ScoreName = str
 """An anomaly score's name, e.g. `mse` or `neg_elbo`: letters, digits and `_`."""

@@ -94,15 +94,24 @@ class GraphSpec:
 
 
 def graph_modules(model: Model, normaliser: Normaliser) -> list[GraphSpec]:
-    """The three graphs of a model as torch modules taking and giving raw units."""
+    """The graphs of a model as torch modules taking and giving raw units: encoder, decoder, the fused
+    model and, when scores are composed around the model (a memory bank), `core`: the fused graph of the
+    model alone. ONNX Runtime runs every node of a graph whatever outputs are fetched, so a request for the
+    reconstruction or the mse would otherwise pay for the bank's distances."""
     codes = list(model.encoder_outputs)
-    # The fused graph outputs `error` (the mse score) and then each extra score, in `scores` order.
-    fused_out = [*codes, "reconstruction", "feature_errors", *(score_output(s) for s in model.scores)]
-    return [
+
+    def fused(m: Model) -> list[str]:
+        # `error` (the mse score) and then each extra score, in `scores` order.
+        return [*codes, "reconstruction", "feature_errors", *(score_output(s) for s in m.scores)]
+
+    specs = [
         GraphSpec("encoder", EncoderGraph(model, normaliser).eval(), ["x"], codes),
         GraphSpec("decoder", DecoderGraph(model, normaliser).eval(), ["latent"], ["reconstruction"]),
-        GraphSpec("model", FusedGraph(model, normaliser).eval(), ["x"], fused_out),
+        GraphSpec("model", FusedGraph(model, normaliser).eval(), ["x"], fused(model)),
     ]
+    if isinstance(model, ScoredModel) and model.scores != model.model.scores:
+        specs.append(GraphSpec("core", FusedGraph(model.model, normaliser).eval(), ["x"], fused(model.model)))
+    return specs
 
 
 def sha256(path: Path) -> str:
@@ -171,9 +180,9 @@ def check_parity(spec: GraphSpec, path: Path, probe: Tensor, normaliser: Normali
 def export_graphs(
     model: Model, normaliser: Normaliser, directory: Path, probe: Array
 ) -> tuple[dict[GraphRole, GraphFile], float]:
-    """Write encoder.onnx, decoder.onnx and model.onnx into `directory`, check each against ONNX Runtime on
-    `probe` samples (raw units, (n, *input_shape), n > 2), and return their metadata entries and the worst
-    parity error (normalised space, see `check_parity`)."""
+    """Write encoder.onnx, decoder.onnx, model.onnx (and core.onnx) into `directory`, check each against
+    ONNX Runtime on `probe` samples (raw units, (n, *input_shape), n > 2), and return their metadata entries
+    and the worst parity error (normalised space, see `check_parity`)."""
     model.eval()
     x = torch.from_numpy(np.ascontiguousarray(probe, dtype=np.float32))  # (n, *input_shape)
     with torch.no_grad():

@@ -63,7 +63,8 @@ def _sha256(path: Path) -> str:
 
 
 class OnnxModel:
-    """The encoder, decoder and fused model graphs of one model version."""
+    """The encoder, decoder and fused model graphs of one model version (and `core`, the fused graph without
+    the memory bank, where the version has one)."""
 
     def __init__(
         self,
@@ -116,6 +117,8 @@ class OnnxModel:
         self._model_in = metadata.graphs["model"].inputs[0]
         self._encoder_out = ["latent", "log_var"] if self.has_log_var else ["latent"]
         self._model_outputs = [o.name for o in self._sessions["model"].get_outputs()]
+        core = self._sessions.get("core")
+        self._core_outputs = frozenset(o.name for o in core.get_outputs()) if core else frozenset()
 
     @classmethod
     def load(cls, directory: Path, **kwargs: object) -> OnnxModel:
@@ -143,6 +146,7 @@ class OnnxModel:
             "encoder": ["latent"],
             "decoder": ["reconstruction"],
             "model": ["latent", "reconstruction", "feature_errors", "error"],
+            "core": ["latent", "reconstruction", "feature_errors", "error"],
         }[role] + [self.metadata.score_output(s) for s in self.metadata.scores if role == "model"]
         lacking = [o for o in required if o not in outputs]
         if lacking:
@@ -189,6 +193,13 @@ class OnnxModel:
         for what, got, want in checks:
             if tuple(got) != want:
                 raise ModelLoadError(f"warm-up: {what} has shape {tuple(got)}, metadata implies {want}")
+        if self._core_outputs:
+            core = self.run_model(x, ["error"])["error"]
+            if not np.allclose(core, outputs["error"], rtol=1e-4, atol=1e-6):
+                raise ModelLoadError(
+                    f"warm-up: the core graph's error {core.tolist()} differs from the model graph's "
+                    f"{outputs['error'].tolist()}; they must be the same model"
+                )
         self.warmed = True
 
     # --- inference ----------------------------------------------------------------------------------------
@@ -218,7 +229,7 @@ class OnnxModel:
     def denoise(self, x: Float32Array) -> Float32Array:
         """x (batch, *sample_shape) -> reconstruction, same shape; for the VAE the decoded mean."""
         self._check(x, self.sample_shape, "inputs")
-        result: Float32Array = self._sessions["model"].run(["reconstruction"], {self._model_in: x})[0]
+        result: Float32Array = self._fused(["reconstruction"]).run(["reconstruction"], {self._model_in: x})[0]
         return result
 
     def score(self, x: Float32Array, score: ScoreName | None = None, per_feature: bool = False) -> Scored:
@@ -230,7 +241,7 @@ class OnnxModel:
                 f"model {self.metadata.name} has no score {name!r}; expected one of {self.metadata.scores}"
             )
         wanted = [self.metadata.score_output(name)] + (["feature_errors"] if per_feature else [])
-        out = self._sessions["model"].run(wanted, {self._model_in: x})
+        out = self._fused(wanted).run(wanted, {self._model_in: x})
         return Scored(out[0], out[1] if per_feature else None)
 
     @property
@@ -247,7 +258,15 @@ class OnnxModel:
         """x (batch, *sample_shape) -> the fused graph's `outputs` (default all) by name; only those run."""
         self._check(x, self.sample_shape, "inputs")
         names = list(outputs) if outputs is not None else self._model_outputs
-        return dict(zip(names, self._sessions["model"].run(names, {self._model_in: x}), strict=True))
+        return dict(zip(names, self._fused(names).run(names, {self._model_in: x}), strict=True))
+
+    def _fused(self, outputs: Sequence[str]) -> ort.InferenceSession:
+        """The cheapest fused graph with every one of `outputs`: `core` (no memory bank) when it has them all.
+        ONNX Runtime runs all of a graph's nodes whatever is fetched, so the bank's distances cost every
+        request that runs the full graph."""
+        if self._core_outputs and self._core_outputs.issuperset(outputs):
+            return self._sessions["core"]
+        return self._sessions["model"]
 
     def sample(self, n: int, seed: int | None = None) -> Float32Array:
         """Decode n draws of z ~ N(0, I); the same seed gives the same samples. Generative models only."""

@@ -14,10 +14,11 @@ orjson with numpy arrays serialised natively, ``application/x-npy``, raw float32
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl
 
 import numpy as np
@@ -32,6 +33,7 @@ from service.errors import (
     quote,
 )
 from service.ops.body import BODY_KEY
+from service.ops.front import LARGE_BODY_BYTES
 
 __all__ = [
     "CSV",
@@ -139,6 +141,19 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+T = TypeVar("T")
+
+
+async def decode_body(body: bytes, decode: Callable[[], T]) -> T:
+    """`decode()` (parsing and checking `body`), inline for a small body, on a worker thread for a large one
+    (over `LARGE_BODY_BYTES`), so that its Python-level checks and conversions interleave with the event
+    loop instead of stalling every other connection, probes included (the C parsers hold the interpreter
+    lock while they run). The front middleware's large-body slot bounds how many run at once."""
+    if len(body) <= LARGE_BODY_BYTES:
+        return decode()
+    return await asyncio.to_thread(decode)
 
 
 def query_fields(scope: Mapping[str, Any]) -> dict[str, str]:

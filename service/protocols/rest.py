@@ -36,6 +36,7 @@ from service.protocols.http_codec import (
     BodyFormat,
     answer_format,
     body_format,
+    decode_body,
     decode_tensor,
     encode_tensor,
     query_fields,
@@ -186,27 +187,32 @@ async def _parse(request: Request, route: RestRoute, task: Task[Any]) -> tuple[C
     fmt = body_format(headers.get("content-type"), route.bodies)
     answer = answer_format(headers.get("accept"), route.answers)
     body = await read_body(request, settings.max_body_bytes)
-    json_parts = None
-    resize = False
-    if fmt == "json":
-        obj = parse_json_object(body, settings.max_json_values)
-        tensor = obj.pop(route.field, None) if route.field else None
-        records = obj.pop("records", None) if task.takes == "samples" else None
-        params = _validate(route.params, obj, strict=True)
-        rest = {**obj, route.field: 0} if route.field else obj
-        json_parts = (tensor, records, route.field is not None and numbers_only(body, rest))
-    else:
-        fields = query_fields(request.scope)
-        if fmt in ("png", "multipart"):
-            resize = fields.pop("resize", "false").lower() in ("1", "true", "yes")
-        params = _validate(route.params, fields, strict=False)
-    model = state.registry.get(params.model, params.version)
-    request.scope[MODEL_SCOPE_KEY] = model.metadata.name
-    if task.takes == "nothing":
-        check_rows(params.n, "n", settings.max_batch_rows)
-        return Call(task, model, params), answer
-    samples = _samples(route, task, model, fmt, body, request, json_parts, settings.max_batch_rows, resize)
-    return Call(task, model, params, samples), answer
+
+    def decode() -> tuple[Call[Any], AnswerFormat]:
+        json_parts = None
+        resize = False
+        if fmt == "json":
+            obj = parse_json_object(body, settings.max_json_values)
+            tensor = obj.pop(route.field, None) if route.field else None
+            records = obj.pop("records", None) if task.takes == "samples" else None
+            params = _validate(route.params, obj, strict=True)
+            rest = {**obj, route.field: 0} if route.field else obj
+            json_parts = (tensor, records, route.field is not None and numbers_only(body, rest))
+        else:
+            fields = query_fields(request.scope)
+            if fmt in ("png", "multipart"):
+                resize = fields.pop("resize", "false").lower() in ("1", "true", "yes")
+            params = _validate(route.params, fields, strict=False)
+        model = state.registry.get(params.model, params.version)
+        request.scope[MODEL_SCOPE_KEY] = model.metadata.name
+        if task.takes == "nothing":
+            check_rows(params.n, "n", settings.max_batch_rows)
+            return Call(task, model, params), answer
+        rows = settings.max_batch_rows
+        samples = _samples(route, task, model, fmt, body, request, json_parts, rows, resize)
+        return Call(task, model, params, samples), answer
+
+    return await decode_body(body, decode)
 
 
 # --- answers ----------------------------------------------------------------------------------------------

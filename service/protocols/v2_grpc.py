@@ -13,6 +13,7 @@ workers each binds the port with SO_REUSEPORT and the kernel spreads connections
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -69,6 +70,8 @@ _CONTENTS = {
 }
 _PATH = "/v2/grpc"
 """The path API keys and metrics see for gRPC calls (a protected, non-admin path)."""
+_RESOLVED: contextvars.ContextVar[list[str]] = contextvars.ContextVar("grpc_model")
+"""The loaded model a call resolved to, for its metric label (empty when it named none that is loaded)."""
 
 R = TypeVar("R")
 
@@ -98,7 +101,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> R:
         start = time.perf_counter()
         status = 200
-        model = ""
+        resolved = _RESOLVED.set([""])
         try:
             headers = [(k.encode(), str(v).encode()) for k, v in (context.invocation_metadata() or ())]
             refusal = self.state.keys.refusal(_PATH, headers)
@@ -117,6 +120,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await context.abort(grpc_code(exc), exc.detail)
             raise AssertionError("unreachable") from None  # abort raises
         finally:
+            model = _RESOLVED.get()[0]
+            _RESOLVED.reset(resolved)
             self.state.metrics.observe_request(f"grpc/{method}", model, status, time.perf_counter() - start)
 
     async def _with_deadline(self, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[R]]) -> R:
@@ -143,7 +148,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=not self.state.registry.snapshot.problems())
 
     def _model(self, name: str, version: str) -> OnnxModel:
-        return self.state.registry.get(name, _version(version))
+        model = self.state.registry.get(name, _version(version))
+        _RESOLVED.get()[0] = (
+            model.metadata.name
+        )  # a loaded model's name: the metric's label set stays bounded
+        return model
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
         async def work() -> pb.ModelReadyResponse:

@@ -20,12 +20,13 @@ from service.core.runtime import OnnxModel
 from service.errors import ServiceError, render_error
 from service.ops.metrics import MODEL_SCOPE_KEY
 from service.protocols import v2
-from service.protocols.http_codec import read_body
+from service.protocols.http_codec import decode_body, read_body
 from service.protocols.routing import DocumentedRoute, doc_stub
 from service.protocols.v2_http_codec import (
     BINARY_TYPE,
     HEADER_LENGTH,
     JSON_TYPE,
+    V2HttpRequest,
     answer,
     parse_request,
     split_body,
@@ -126,8 +127,12 @@ async def _infer(request: Request) -> Response:
     request.scope[MODEL_SCOPE_KEY] = model.metadata.name
     settings = state.settings
     body = await read_body(request, settings.max_body_bytes)
-    header, binary = split_body(body, request.headers.get(HEADER_LENGTH), settings.max_json_values)
-    parsed = parse_request(header, binary, body, model, settings.max_batch_rows)
+
+    def decode() -> V2HttpRequest:
+        header, binary = split_body(body, request.headers.get(HEADER_LENGTH), settings.max_json_values)
+        return parse_request(header, binary, body, model, settings.max_batch_rows)
+
+    parsed = await decode_body(body, decode)
     names = [n for n, _ in parsed.outputs] if parsed.outputs is not None else None
     results = await v2.infer(state, model, parsed.inputs, names, parsed.parameters)
     return answer(model, parsed, results)

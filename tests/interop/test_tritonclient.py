@@ -192,3 +192,28 @@ def test_v2_infer_errors_in_protocol_shape(client: httpclient.InferenceServerCli
         error = _error(client, model, inputs, **kw)
         assert error.status() == status, (model, kw, error)
         assert message in error.message(), (message, error.message())
+
+
+def test_v2_model_config_is_tritons_shape_with_dims_without_the_batch(
+    client: httpclient.InferenceServerClient,
+) -> None:
+    config = client.get_model_config("tiny")
+    assert config["name"] == "tiny" and config["platform"] == "onnxruntime_onnx"
+    assert config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": [4]}]
+    dims = {o["name"]: o["dims"] for o in config["output"]}
+    assert sorted(dims) == sorted(PLAIN_OUTPUTS)
+    assert dims["latent"] == [2] and dims["reconstruction"] == [4] and dims["error"] == []
+    assert config["max_batch_size"] > 0
+
+
+def test_v2_statistics_count_rows_and_successful_requests(client: httpclient.InferenceServerClient) -> None:
+    def stats() -> dict[str, object]:
+        answer: dict[str, object] = client.get_inference_statistics("tiny", "2")["model_stats"][0]
+        return answer
+
+    before = stats()
+    client.infer("tiny", [_input(_batch(7), binary=True)])
+    after = stats()
+    assert int(after["inference_count"]) == int(before.get("inference_count", 0)) + 7  # type: ignore[call-overload]
+    success_before = before["inference_stats"]["success"].get("count", 0)  # type: ignore[index]
+    assert int(after["inference_stats"]["success"]["count"]) == int(success_before) + 1  # type: ignore[index]

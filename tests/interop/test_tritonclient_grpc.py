@@ -166,6 +166,27 @@ def test_grpc_statistics_count_the_requests(client: grpcclient.InferenceServerCl
     )
 
 
+def _grpc_count(server: LiveServer, model: str) -> float:
+    text = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    labels = ('endpoint="grpc/ModelInfer"', f'model="{model}"', 'status="200"')
+    for line in text.splitlines():
+        if line.startswith("ae_requests_total{") and all(label in line for label in labels):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_grpc_requests_are_counted_by_the_model_they_ran_and_unknown_names_add_no_labels(
+    server: LiveServer, client: grpcclient.InferenceServerClient
+) -> None:
+    before = _grpc_count(server, "tiny")
+    client.infer("tiny", [_input(_batch(2))], headers=AUTH)
+    assert _grpc_count(server, "tiny") == before + 1
+    with pytest.raises(InferenceServerException):
+        client.infer("no-such-model-7f3a", [_input(_batch(2))], headers=AUTH)
+    text = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    assert "no-such-model-7f3a" not in text
+
+
 def test_grpc_unavailable_model_is_unavailable(tmp_path: object) -> None:
     import shutil
     from pathlib import Path

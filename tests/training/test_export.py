@@ -329,3 +329,36 @@ def test_train_version_normalises_series_per_channel_over_time(
         metadata.normalisation.scale, train.max(axis=(0, 1)) - train.min(axis=(0, 1)), rtol=1e-5
     )
     assert metadata.architecture == "conv1d"
+
+
+def test_a_memory_bank_version_has_a_core_graph_that_requests_without_bank_scores_run(
+    trained: Path, digits: npt.NDArray[np.float32]
+) -> None:
+    from service.core.runtime import OnnxModel
+
+    metadata = ModelMetadata.read(trained)
+    core, full = metadata.graphs["core"], metadata.graphs["model"]
+    assert core.outputs == [o for o in full.outputs if o not in ("knn", "combined")]
+    model = OnnxModel.load(trained)
+    model.warm_up()
+    x = digits[:9].reshape(9, *metadata.input_shape)
+    ran: list[str] = []
+    for role, session in list(model._sessions.items()):
+
+        class Spy:
+            def __init__(self, inner: ort.InferenceSession, role: str) -> None:
+                self.inner, self.role = inner, role
+
+            def run(self, names: list[str], feed: dict[str, object]) -> list[object]:
+                ran.append(self.role)
+                return self.inner.run(names, feed)  # type: ignore[no-any-return]
+
+        model._sessions[role] = Spy(session, role)  # type: ignore[assignment]
+    mse = model.score(x, "mse").errors
+    denoised = model.denoise(x)
+    knn = model.score(x, "knn").errors
+    everything = model.run_model(x)
+    assert ran == ["core", "core", "model", "model"]
+    np.testing.assert_allclose(mse, everything["error"], rtol=1e-5)
+    np.testing.assert_allclose(denoised, everything["reconstruction"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(knn, everything["knn"], rtol=1e-5)
