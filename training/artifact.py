@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +26,7 @@ from service.contract import (
     Normalisation,
     ScoreCalibration,
     ScoreName,
+    SeriesSpec,
 )
 from training.bodies import BODIES, body_for
 from training.calibration import calibrate
@@ -45,7 +47,18 @@ from training.memory import COMBINED_SCORE, KNN_SCORE, MemoryBank, ScoreCombinat
 from training.metrics import held_out_metrics
 from training.objectives import OBJECTIVES, Autoencoder
 from training.scoring import run_graph
+from training.series import (
+    SeriesParts,
+    per_position,
+    series_folds,
+    split_series,
+    window_end_scores,
+    windows_of,
+)
 from training.train import TrainResult, train_model
+
+# Out-of-fold answers of a series' fold models carry each score twice: per window, and (this prefix) per step.
+STEP_PREFIX = "step:"
 
 __all__ = [
     "Fitted",
@@ -79,11 +92,35 @@ def _libraries() -> dict[str, str]:
 
 
 def calibrate_graph(
-    directory: Path, graph: GraphFile, scores: Sequence[ScoreName], x_val: Array, false_alarm_rate: float
+    directory: Path,
+    graph: GraphFile,
+    scores: Sequence[ScoreName],
+    x_val: Array,
+    false_alarm_rate: float,
+    series: SeriesSpec | None = None,
 ) -> dict[ScoreName, ScoreCalibration]:
-    """Each score's calibration from the validation rows, scored by the exported fused graph itself."""
+    """Each score's calibration from the validation samples, scored by the exported fused graph itself.
+
+    For a series model `x_val` are the consecutive stride-1 windows of the validation part, and the scores
+    calibrated are those of the steps they end at, made by the model's step rule as the service makes them.
+    """
     outputs = run_graph(directory, graph, x_val)
-    return {score: calibrate(outputs[score_output(score)], false_alarm_rate) for score in scores}
+    calibration: dict[ScoreName, ScoreCalibration] = {}
+    for score in scores:
+        values: npt.NDArray[Any] = outputs[score_output(score)]
+        if series is not None:
+            values = step_values(series, score, values, outputs["feature_errors"])
+        calibration[score] = calibrate(values, false_alarm_rate)
+    return calibration
+
+
+def step_values(
+    spec: SeriesSpec, score: ScoreName, values: npt.NDArray[Any], feature_errors: npt.NDArray[Any]
+) -> npt.NDArray[np.float64]:
+    """(n,) per-step scores of the steps n consecutive stride-1 windows end at, from the windows' (n,) values
+    of `score` and their (n, window, channels) feature errors, by the spec's step rule."""
+    steps = window_end_scores(per_position(spec, score, values, feature_errors), spec.step_score)
+    return steps.astype(np.float64)
 
 
 def cross_fitted(metadata: ModelMetadata) -> bool:
@@ -130,6 +167,16 @@ class Fitted:
     def score(self, x: Array) -> dict[str, npt.NDArray[np.float64]]:
         """Every score of raw samples `x`, in torch, as the fused graph computes them."""
         return self.scored.score(self.normaliser.transform(x))
+
+    @torch.no_grad()
+    def feature_errors(self, x: Array) -> Array:
+        """(n, *input_shape) squared errors of raw samples `x` in normalised units, as the fused graph's
+        `feature_errors`."""
+        self.scored.eval()
+        normalised = torch.from_numpy(np.ascontiguousarray(self.normaliser.transform(x), dtype=np.float32))
+        codes = self.scored.model.encode_outputs(normalised)
+        reconstruction = self.scored.model.decode(codes[0])  # (n, *input_shape)
+        return ((reconstruction - normalised) ** 2).numpy()
 
 
 @dataclass(frozen=True)
@@ -192,6 +239,54 @@ def _write_held_out(directory: Path, dataset: Dataset, rows: Array) -> None:
         np.savetxt(directory / "test.csv", rows, delimiter=",", header=header, comments="", fmt="%.9g")
 
 
+@dataclass(frozen=True)
+class Parts:
+    """The samples of the three splits, (n, *input_shape) each, and how they were drawn."""
+
+    train: Array
+    validation: Array
+    test: Array
+    how: dict[str, object]
+    ranges: SeriesParts | None = None
+    """A series' contiguous step ranges of the three parts; None for independent samples."""
+
+
+ROWS_SPLIT = (
+    "test: rows with index % test_every == 0 (none for 0); validation: a validation_fraction of the rest, "
+    "drawn with numpy default_rng(seed).permutation"
+)
+
+
+def split_samples(
+    dataset: Dataset, input_shape: Sequence[int], validation_fraction: float, seed: int, test_every: int
+) -> Parts:
+    """Independent samples split as `split_rows` does; a series read as one split in time order
+    (`training.series.split_series`), each part cut into its own windows (the training part at the spec's
+    stride, the held-out parts at stride 1, as the service cuts them)."""
+    if dataset.steps is None or dataset.series is None:
+        x = dataset.x.reshape(len(dataset.x), *input_shape)  # (n, *input_shape)
+        split = split_rows(len(x), validation_fraction, seed, test_every)
+        return Parts(x[split.train], x[split.validation], x[split.test], how={"split": ROWS_SPLIT})
+    spec = dataset.series
+    ranges = split_series(len(dataset.steps), spec.window, validation_fraction, test_every)
+    train, validation, test = (
+        windows_of(dataset.steps, r, spec.window, spec.stride if name == "train" else 1).reshape(
+            -1, *input_shape
+        )
+        for name, r in ranges.items()
+    )
+    how: dict[str, object] = {"split": "contiguous in time", "parts": ranges.as_dict()}
+    return Parts(train, validation, test, how, ranges)
+
+
+def non_test_samples(dataset: Dataset, test_every: int) -> int:
+    """How many samples train and calibrate once the test part is held out (a series: stride-1 windows)."""
+    if dataset.steps is not None and dataset.series is not None:
+        steps = len(dataset.steps) - (math.ceil(len(dataset.steps) / test_every) if test_every > 0 else 0)
+        return max(0, steps - dataset.series.window + 1)
+    return len(dataset.x) - (len(range(0, len(dataset.x), test_every)) if test_every > 0 else 0)
+
+
 def train_version(
     config: TrainConfig,
     dataset: Dataset,
@@ -214,49 +309,86 @@ def train_version(
     architecture = body_for(dataset.kind, config.architecture)
     body = BODIES[architecture]
     input_shape = body.input_shape_for(dataset.sample_shape, dataset.kind)
-    x = dataset.x.reshape(len(dataset.x), *input_shape)  # (n, *input_shape)
     n_features = math.prod(input_shape)
-    n_rest = len(x) - (len(range(0, len(x), test_every)) if test_every > 0 else 0)
     cls = OBJECTIVES[config.variant]
     config = resolve(
-        config, n_rest, n_features, dataset.kind, cls.default_latent_dim, cls.default_steps, architecture
+        config,
+        non_test_samples(dataset, test_every),
+        n_features,
+        dataset.kind,
+        cls.default_latent_dim,
+        cls.default_steps,
+        architecture,
     )
     config = replace(config, architecture=architecture)
     cross_fitted = bool(config.folds and config.folds >= 2)
     if cross_fitted:
         config = replace(config, validation_fraction=0.0)
-    split = split_rows(len(x), config.validation_fraction, config.seed, test_every)
-    x_train, x_val, x_test = (x[i] for i in (split.train, split.validation, split.test))
+    parts = split_samples(dataset, input_shape, config.validation_fraction, config.seed, test_every)
+    x_train, x_val, x_test = parts.train, parts.validation, parts.test
+    series = dataset.series.model_copy(update={"step_score": config.step_score}) if dataset.series else None
     shared = dataset.shares_units if config.shared_scale is None else config.shared_scale
     layout = Layout(dataset.kind, architecture, body.channel_axis, shared)
 
+    # Out-of-fold (or validation) scores per sample, and (a series) per step: what calibrates.
     held_out: dict[str, npt.NDArray[np.float64]]
+    held_out_steps: dict[str, npt.NDArray[np.float64]] = {}
     if cross_fitted:
         assert config.folds is not None
-        plan = fold_plan(len(x_train), min(config.folds, len(x_train)), config.seed)
+        if series is not None and parts.ranges is not None and dataset.steps is not None:
+            # Every stride-1 window of the training part is scored once; the folds' models train on the
+            # windows at the model's stride outside the gap beside the block they score.
+            pool = windows_of(dataset.steps, parts.ranges.train, series.window).reshape(-1, *input_shape)
+            plan = series_folds(len(pool), config.folds, series.window)
+        else:
+            pool = x_train
+            plan = fold_plan(len(pool), min(config.folds, len(pool)), config.seed)
 
         first: list[tuple[Fitted, Array, Array]] = []
 
         def fit_and_score(train: npt.NDArray[np.int64], scored: npt.NDArray[np.int64]) -> dict[str, Array]:
-            fold = fit(config, x_train[train], None, layout)
+            if series is not None:
+                train = train[train % series.stride == 0]
+            fold = fit(config, pool[train], None, layout)
             if not first:  # kept for the held-out metrics when no test split is held out
-                first.append((fold, x_train[train], x_train[scored]))
-            return {k: v.astype(np.float32) for k, v in fold.score(x_train[scored]).items()}
+                first.append((fold, pool[train], pool[scored]))
+            scores = fold.score(pool[scored])
+            answered = {k: v.astype(np.float32) for k, v in scores.items()}
+            if series is not None:
+                errors = fold.feature_errors(pool[scored])  # (n, window, channels)
+                answered |= {
+                    STEP_PREFIX + k: step_values(series, k, v, errors).astype(np.float32)
+                    for k, v in scores.items()
+                }
+            return answered
 
-        held_out = cross_fit(fit_and_score, plan)
+        out_of_fold = cross_fit(fit_and_score, plan)
+        held_out = {k: v for k, v in out_of_fold.items() if not k.startswith(STEP_PREFIX)}
+        held_out_steps = {
+            k.removeprefix(STEP_PREFIX): v for k, v in out_of_fold.items() if k.startswith(STEP_PREFIX)
+        }
         final = fit(config, x_train, None, layout, progress)
-        if final.scored.memory is not None:
-            # The bank score needs no fold models: each row against the final bank less itself.
+        if final.scored.memory is not None and series is None:
+            # The bank score needs no fold models: each row against the final bank less itself. Not for
+            # windows, whose overlapping neighbours would stand in for the window left out.
             normalised = final.normaliser.transform(x_train)
             held_out[KNN_SCORE] = final.scored.memory.held_out(normalised, final.in_bank)
         measured = first[0] if not len(x_test) else (final, x_train, x_test)
     else:
         final = fit(config, x_train, x_val, layout, progress)
         held_out = final.score(x_val)
+        if series is not None:
+            errors = final.feature_errors(x_val)  # (n, window, channels)
+            held_out_steps = {k: step_values(series, k, v, errors) for k, v in held_out.items()}
         measured = (final, x_train, x_test if len(x_test) else x_val)
     if config.neighbours > 0:
         final.scored.combination = ScoreCombination.fit([held_out[s] for s in final.scored.scores])
         held_out[COMBINED_SCORE] = final.scored.combine(held_out)
+        if series is not None:
+            held_out_steps[COMBINED_SCORE] = step_values(
+                series, COMBINED_SCORE, held_out[COMBINED_SCORE], np.empty(0)
+            )
+    calibrating = held_out_steps if series is not None else held_out
     model, normaliser, result = final.scored, final.normaliser, final.result
     seconds = time.perf_counter() - started
 
@@ -265,15 +397,16 @@ def train_version(
         probe = x_val if len(x_val) else x_train[:256]
         graphs, parity = export_graphs(model, normaliser, directory, probe)
         if cross_fitted:
-            # The bank score was held out row by row (leave one out: as many folds as rows).
-            folds = {s: len(x_train) if s == KNN_SCORE else config.folds for s in model.scores}
+            # The bank score of rows was held out row by row (leave one out: as many folds as rows).
+            rows_bank = series is None
+            folds = {s: len(x_train) if s == KNN_SCORE and rows_bank else config.folds for s in model.scores}
             calibration = {
-                s: calibrate(held_out[s], config.false_alarm_rate, "cross_fit", folds[s])
+                s: calibrate(calibrating[s], config.false_alarm_rate, "cross_fit", folds[s])
                 for s in model.scores
             }
         else:
             calibration = calibrate_graph(
-                directory, graphs["model"], model.scores, x_val, config.false_alarm_rate
+                directory, graphs["model"], model.scores, x_val, config.false_alarm_rate, series
             )
         # Measured on rows the measured model never saw: the test split, else the validation split, else
         # (cross-fitting, no test split) the first fold, by the model trained without it.
@@ -281,7 +414,7 @@ def train_version(
         metrics = held_out_metrics(
             m_fit.scored.model, m_fit.normaliser, m_train, m_rows, dataset.shares_units, config.seed
         )
-        metrics |= {f"out_of_fold_{s}_mean": float(np.mean(held_out[s])) for s in model.scores}
+        metrics |= {f"out_of_fold_{s}_mean": float(np.mean(calibrating[s])) for s in model.scores}
         held_out_rows = x_test if len(x_test) else probe
         best = result.best_epoch
         metrics |= {
@@ -305,14 +438,17 @@ def train_version(
                 inputs, outputs, dataset.image, directory / "reconstructions.png", title, labels
             )
         else:
+            errors = test_outputs["feature_errors"]  # (n, *input_shape)
+            # A series' channels are named, not its (window x channels) positions: one box per channel.
+            per_feature = errors.mean(axis=1) if series is not None else as_rows(errors)
             save_feature_errors(
-                as_rows(test_outputs["feature_errors"]),
+                per_feature,
                 dataset.feature_names,
                 directory / "feature_errors.png",
                 f"{title}: {'test' if len(x_test) else 'training'} rows",
             )
             save_score_histogram(
-                held_out[default],
+                calibrating[default],
                 calibration[default].threshold,
                 calibration[default].false_alarm_rate,
                 directory / "score_histogram.png",
@@ -335,7 +471,7 @@ def train_version(
             input_shape=list(input_shape),
             latent_dim=model.latent_dim,
             feature_names=list(dataset.feature_names) if dataset.feature_names else None,
-            series=dataset.series,
+            series=series,
             image=dataset.image,
             generative=inner.generative,
             graphs=graphs,
@@ -359,8 +495,8 @@ def train_version(
                 "data": {
                     **_file_summary(dataset),
                     "rows": len(dataset.x),
-                    "split": "test: rows with index % test_every == 0 (none for 0); validation: a "
-                    "validation_fraction of the rest, drawn with numpy default_rng(seed).permutation",
+                    **parts.how,
+                    **(dataset.notes or {}),
                 },
             },
             seed=config.seed,

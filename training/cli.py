@@ -12,15 +12,24 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
-from service.contract import is_valid_name
+from service.contract import StepScore, is_valid_name
 from training.arguments import OneLineParser, number
 from training.catalogue import BODY_DEFAULTS, BODY_HIDDEN, VARIANT_OPTIONS, HyperParameter
 from training.config import TrainConfig
-from training.data import BUILTIN_DATASETS, DataError, Dataset, load_data, read_mnist
+from training.data import (
+    BUILTIN_DATASETS,
+    BUILTIN_SERIES,
+    DataError,
+    DataOptions,
+    Dataset,
+    load_data,
+    read_mnist,
+)
+from training.series import Gaps
 
 if TYPE_CHECKING:
     from training.artifact import TrainedVersion
@@ -34,6 +43,17 @@ SHIPPED_ARCHITECTURE = "mlp"
 MNIST_ARCHITECTURE = "conv2d"
 # Held out from the shipped models' training and reported on: every row whose index % 5 == 0.
 SHIPPED_TEST_EVERY = 5
+# The shipped series model: (name, objective, data) trained with the CLI's defaults for a series but for the
+# memory bank: its default score is the reconstruction error, and a bank of every training window would make
+# the graph a hundred times larger.
+SHIPPED_SERIES = ("sensors-plain", "plain", "sensors")
+# Written beside the shipped series model: two days after its training data, with faults (`training.sensors`).
+EXAMPLE_FILE = "example.csv"
+SHIPPED_NAMES = [
+    *(f"digits-{v}" for v in VARIANT_OPTIONS),
+    SHIPPED_SERIES[0],
+    *(f"mnist-{v}" for v in VARIANT_OPTIONS),
+]
 # Metrics printed after training (all are in the metadata).
 SHOWN_METRICS = ("test_mse", "test_mse_raw", "pca_mse", "mse_to_pca_ratio")
 
@@ -79,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--data",
         required=True,
-        help=f"{', '.join(BUILTIN_DATASETS)}, or a .npy/.csv file of rows (CSV: `,` `;` or tab separated; "
-        "a header row names the features; a 3-D or 4-D .npy: images)",
+        help=f"{', '.join(BUILTIN_DATASETS)}, {', '.join(BUILTIN_SERIES)} (a generated series), or a "
+        ".npy/.csv file of rows (CSV: `,` `;` or tab separated; a header row names the features; a 3-D or "
+        "4-D .npy: images) or of time steps (a series: see --kind, --time-column, --window)",
     )
+    _data_options(train)
     chosen = ", ".join(f"{key} for {'/'.join(kinds)}" for key, kinds in BODY_DEFAULTS.items() if kinds)
     train.add_argument(
         "--architecture",
@@ -97,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--test-every",
         type=int,
         default=0,
-        help="hold out rows whose index %% K == 0 for the reported metrics, written beside the model as "
-        "test.npy/test.csv (default 0: none, every row trains and calibrates)",
+        help="hold out rows whose index %% K == 0 (a series: its last 1/K of the steps) for the reported "
+        "metrics, written beside the model as test.npy/test.csv (default 0: none, every row trains and "
+        "calibrates)",
     )
     train.add_argument(
         "--quantize",
@@ -117,11 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     rebuild = commands.add_parser(
-        "defaults", help="rebuild the shipped digits-<variant> models (and mnist-<variant> ones), version 1"
+        "defaults",
+        help=f"rebuild the shipped digits-<variant> models and {SHIPPED_SERIES[0]} (a series), and with "
+        "--mnist the mnist-<variant> ones, version 1",
     )
     rebuild.add_argument("--out", type=Path, default=Path("models"))
     rebuild.add_argument(
-        "--variants", nargs="+", choices=sorted(VARIANT_OPTIONS), default=list(VARIANT_OPTIONS)
+        "--variants",
+        nargs="+",
+        choices=sorted(VARIANT_OPTIONS),
+        help="rebuild digits-<variant> (and mnist-<variant> with --mnist) for these objectives only "
+        f"(default: every one, and {SHIPPED_SERIES[0]})",
+    )
+    rebuild.add_argument(
+        "--only",
+        nargs="+",
+        choices=SHIPPED_NAMES,
+        metavar="NAME",
+        help=f"rebuild only these shipped models, e.g. --only {SHIPPED_SERIES[0]} mnist-denoising (the mnist "
+        "ones need --mnist)",
     )
     rebuild.add_argument(
         "--mnist",
@@ -130,15 +167,57 @@ def build_parser() -> argparse.ArgumentParser:
         help="also build mnist-<variant> conv2d models from the MNIST IDX files in DIR "
         "(t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz)",
     )
-    rebuild.add_argument(
-        "--only",
-        nargs="+",
-        metavar="NAME",
-        help="build only these of the models the other options name, e.g. mnist-denoising mnist-vae",
-    )
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     _evaluate_command(commands)
     return parser
+
+
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kind",
+        choices=["rows", "series"],
+        help="series: rows are time steps of one series, cut into windows; rows: independent rows "
+        "(default: series when --time-column or --window is given, else from the data's shape)",
+    )
+    parser.add_argument(
+        "--time-column",
+        help="a series' time column (numbers or ISO 8601 times, checked increasing and unique; gaps are "
+        "reported), dropped from the channels; makes the data a series",
+    )
+    parser.add_argument("--columns", type=_names, help="CSV columns to keep, comma-separated, in order")
+    parser.add_argument(
+        "--drop-columns", type=_names, default=(), help="CSV columns to leave out, comma-separated"
+    )
+    parser.add_argument(
+        "--window",
+        type=number(int, 2),
+        help="time steps per window of a series (default: the first zero of the data's autocorrelation, "
+        "within bounds); makes the data a series",
+    )
+    parser.add_argument(
+        "--stride", type=number(int, 1), default=1, help="steps between training windows (default 1)"
+    )
+    parser.add_argument(
+        "--step-score",
+        choices=list(get_args(StepScore)),
+        default=TrainConfig().step_score,
+        help="how a time step's score is made from the windows covering it: last (its error in the window "
+        "ending at it), window_mean (that window's mean error), covering_mean (the mean over every window "
+        f"covering it; not causal) (default {TrainConfig().step_score})",
+    )
+
+
+def _data(args: argparse.Namespace) -> DataOptions:
+    if args.columns is not None and args.drop_columns:
+        raise CliError("give --columns or --drop-columns, not both")
+    return DataOptions(
+        kind=args.kind,
+        time_column=args.time_column,
+        columns=args.columns,
+        drop_columns=args.drop_columns,
+        window=None if args.window is None else int(args.window),
+        stride=int(args.stride),
+    )
 
 
 def _evaluate_command(commands: argparse._SubParsersAction[OneLineParser]) -> None:
@@ -241,6 +320,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         false_alarm_rate=args.false_alarm_rate,
         seed=int(args.seed),
         threads=int(args.threads),
+        step_score=args.step_score,
         hparams=given,
     )
 
@@ -257,21 +337,35 @@ def mnist_config(variant: str) -> TrainConfig:
     return TrainConfig(variant=variant, architecture=MNIST_ARCHITECTURE, neighbours=0)
 
 
+def _describe_series(dataset: Dataset) -> None:
+    """What reading a series found: the time column's gaps, the window and how it was chosen."""
+    spec, notes = dataset.series, dataset.notes or {}
+    if spec is None or dataset.steps is None:
+        return
+    if spec.time_column is not None and "gaps" in notes:
+        print(f"  {Gaps(**notes['gaps']).describe(spec.time_column)}")
+    how = notes.get("window", {}).get("rule", "given")
+    print(f"  series of {len(dataset.steps)} steps x {spec.channels} channels, window {spec.window} ({how})")
+
+
 def _report(trained: TrainedVersion) -> None:
     m = trained.metadata
     held_out = "test" if m.data.n_test else "held-out"
+    samples = "windows" if m.series else "rows"
     shown = "  ".join(f"{k}={m.metrics[k]:.6g}" for k in SHOWN_METRICS if k in m.metrics)
     print(f"wrote {trained.directory}")
     print(
-        f"  {m.variant} on {m.architecture} {m.sample_shape}: {held_out} rows "
+        f"  {m.variant} on {m.architecture} {m.sample_shape}: {held_out} {samples} "
         f"{m.data.n_test or m.data.n_validation}  {shown}"
     )
     target = float(m.training.get("false_alarm_rate", 0.01))
+    if m.series is not None:
+        print(f"  thresholds per time step, step score {m.series.step_score}")
     for score, cal in m.calibration.items():
         how = f"cross-fitted, {cal.folds} folds" if cal.method == "cross_fit" else "validation split"
         print(
             f"  threshold[{score}] = {cal.threshold:.6g} at false-alarm rate {cal.false_alarm_rate:.4g} "
-            f"({cal.n} rows, {how})"
+            f"({cal.n} {'steps' if m.series else 'rows'}, {how})"
         )
     lowest = min((c.min_false_alarm_rate or 0.0) for c in m.calibration.values()) if m.calibration else 0.0
     if lowest > target:
@@ -282,46 +376,100 @@ def _report(trained: TrainedVersion) -> None:
 
 
 def _dataset(args: argparse.Namespace) -> Dataset:
-    dataset = load_data(args.data)
+    dataset = load_data(args.data, _data(args))
     return dataset if args.feature_names is None else dataset.with_feature_names(args.feature_names)
 
 
 def _rebuild(args: argparse.Namespace) -> None:
-    """The shipped models: digits-<variant> for each of `args.variants`, and mnist-<variant> with --mnist."""
-    # Prefix, data, recipe, and whether the held-out split stays beside the model: MNIST's images are not the
-    # project's to commit (its models are rebuilt from the user's copy), scikit-learn's digits are.
-    sets: list[tuple[str, Callable[[], Dataset], Callable[[str], TrainConfig], bool]] = [
-        ("digits", lambda: load_data("digits"), digits_config, True)
-    ]
+    """The shipped models: digits-<variant> (for `args.variants`, default every objective), the series model
+    (unless --variants or --only leave it out), mnist-<variant> with --mnist; only `args.only` when given."""
+    variants = args.variants or list(VARIANT_OPTIONS)
+    default = [f"digits-{v}" for v in variants]
+    if args.variants is None:
+        default.append(SHIPPED_SERIES[0])
     if args.mnist is not None:
-        mnist = read_mnist(args.mnist)[0]  # read first, so that a wrong folder fails before anything trains
-        sets.append(("mnist", lambda: mnist, mnist_config, False))
-    planned = [
-        (f"{prefix}-{v}", data, recipe, v, keep) for prefix, data, recipe, keep in sets for v in args.variants
-    ]
-    if args.only is not None:
-        unknown = sorted(set(args.only) - {name for name, *_ in planned})
-        if unknown:
-            names = ", ".join(name for name, *_ in planned)
-            raise CliError(f"--only {' '.join(unknown)}: not among the models these options build ({names})")
-        planned = [plan for plan in planned if plan[0] in args.only]
+        default += [f"mnist-{v}" for v in variants]
+    chosen = args.only or default
+    wants_mnist = [n for n in chosen if n.startswith("mnist-")]
+    if wants_mnist and args.mnist is None:
+        raise CliError(
+            f"--only {' '.join(wants_mnist)}: the mnist models need --mnist DIR (the MNIST IDX files)"
+        )
+    # Read first, so that a wrong folder fails before anything trains.
+    mnist = read_mnist(args.mnist)[0] if wants_mnist else None
     from training.artifact import train_version
 
-    for name, data, recipe, variant, keep_held_out in planned:
+    for variant in (v for v in VARIANT_OPTIONS if f"digits-{v}" in chosen):
         started = time.perf_counter()
         trained = train_version(
-            recipe(variant),
-            data(),
+            digits_config(variant),
+            load_data("digits"),
             args.out,
-            name,
+            f"digits-{variant}",
             test_every=SHIPPED_TEST_EVERY,
             progress=not args.quiet,
             version=1,
         )
-        if not keep_held_out:
-            (trained.directory / "test.npy").unlink(missing_ok=True)
         _report(trained)
         print(f"  built in {time.perf_counter() - started:.0f} s")
+    if SHIPPED_SERIES[0] in chosen:
+        _shipped_series(args.out, not args.quiet)
+    for variant in (v for v in VARIANT_OPTIONS if f"mnist-{v}" in chosen):
+        assert mnist is not None
+        started = time.perf_counter()
+        trained = train_version(
+            mnist_config(variant),
+            mnist,
+            args.out,
+            f"mnist-{variant}",
+            test_every=SHIPPED_TEST_EVERY,
+            progress=not args.quiet,
+            version=1,
+        )
+        # MNIST's images are not the project's to commit: its models are rebuilt from the user's copy.
+        (trained.directory / "test.npy").unlink(missing_ok=True)
+        _report(trained)
+        print(f"  built in {time.perf_counter() - started:.0f} s")
+
+
+def _shipped_series(out: Path, progress: bool) -> None:
+    """Train the shipped series model, and write beside it the two days that follow its training data with
+    faults written in (`training.sensors.with_anomalies`), as a CSV a client can send as it is."""
+    from training.artifact import train_version
+    from training.sensors import sensor_series, with_anomalies
+
+    name, variant, data = SHIPPED_SERIES
+    dataset = load_data(data)
+    _describe_series(dataset)
+    trained = train_version(
+        TrainConfig(variant=variant, neighbours=0),
+        dataset,
+        out,
+        name,
+        test_every=0,
+        progress=progress,
+        version=1,
+    )
+    _report(trained)
+    assert dataset.steps is not None
+    days = with_anomalies(sensor_series(days=2.0, seed=1, start_step=len(dataset.steps)))
+    (trained.directory / EXAMPLE_FILE).write_text(days.csv())
+    print(
+        f"  wrote {trained.directory / EXAMPLE_FILE}: two more days, faults at steps "
+        f"{_spans(days.anomaly.tolist())}"
+    )
+
+
+def _spans(flags: Sequence[bool]) -> str:
+    """[start, stop) of each run of True, e.g. "21-57, 50-53"."""
+    spans, start = [], None
+    for i, flag in enumerate([*flags, False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            spans.append(f"{start}-{i}")
+            start = None
+    return ", ".join(spans)
 
 
 def run(argv: Sequence[str] | None = None) -> None:
@@ -342,6 +490,7 @@ def run(argv: Sequence[str] | None = None) -> None:
         raise CliError("--folds must be 0 (a validation split) or at least 2, got 1")
     config = _config(args)
     dataset = _dataset(args)
+    _describe_series(dataset)
     # Data and arguments are checked: only now the heavy libraries.
     from training.artifact import train_version
 

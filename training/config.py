@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from service.contract import StepScore
+
 __all__ = ["NormalisationKind", "TrainConfig"]
 
 NormalisationKind = Literal["standard", "minmax", "robust", "identity"]
@@ -51,7 +53,11 @@ class TrainConfig:
     shared_scale: bool | None = None
     """One offset and scale for all values (they share units, like pixels); None -> True for image data."""
     false_alarm_rate: float = 0.01
-    """Target false-alarm rate of the default anomaly threshold."""
+    """Target false-alarm rate of the default anomaly threshold (per time step for a series)."""
+    step_score: StepScore = "window_mean"
+    """Series: how a time step's score is made from the windows covering it (`service.contract.SeriesSpec`);
+    the causal mean of the window ending at the step unless asked otherwise (docs/time-series.md compares
+    the rules)."""
     seed: int = 0
     threads: int = 1
     """torch intra-op threads; one is fastest for these small networks."""

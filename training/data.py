@@ -2,14 +2,16 @@
 splits and normalisation.
 
 A data set is an array of samples, (n, *sample_shape), and its input kind (see `service.contract`): rows
-(n, features), images (n, channels, height, width), or series windows (n, window, channels).
+(n, features), images (n, channels, height, width), or series windows (n, window, channels). A series read
+from a file also keeps its time steps (T, channels), which `training.series` splits in time order before
+cutting windows.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,12 @@ from training.config import NormalisationKind
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "BUILTIN_SERIES",
     "MAX_IMAGE_CHANNELS",
     "MIN_ROWS",
     "MIN_TRAIN_ROWS",
     "DataError",
+    "DataOptions",
     "Dataset",
     "Normaliser",
     "Split",
@@ -33,6 +37,7 @@ __all__ = [
     "load_data",
     "read_idx",
     "read_mnist",
+    "read_table",
     "split_rows",
     "stat_shape",
     "validate_rows",
@@ -73,6 +78,12 @@ class Dataset:
     when they are numbered only."""
     path: Path | None = None
     """The file the samples were read from (absolute), None for a built-in data set."""
+    steps: Array | None = None
+    """A series read as one: its (T, channels) raw values in time order, which `x` was cut from (at the
+    spec's stride); None when the samples are independent (rows, images, windows given as they are)."""
+    notes: Mapping[str, Any] | None = None
+    """How the data was read, for the metadata (a series: its time column's gaps, how the window was
+    chosen)."""
 
     def __post_init__(self) -> None:
         image, series = self.image, self.series
@@ -185,6 +196,39 @@ def as_rows(x: Array) -> Array:
 CSV_DELIMITERS = ("\t", ";", ",")
 
 
+@dataclass(frozen=True)
+class Table:
+    """The cells of a CSV file as text, and its header's names when its first row is a header."""
+
+    names: tuple[str, ...] | None
+    rows: list[list[str]]
+    source: str
+    decimal_comma: bool = False
+    """Whether numbers are written with a decimal comma ("1,5" in a `;` file)."""
+
+    def column(self, name: str) -> int:
+        """The index of the column `name`; DataError naming the columns there are."""
+        if self.names is None or name not in self.names:
+            there = ", ".join(repr(n) for n in self.names) if self.names else "none (no header row)"
+            raise DataError(f"{self.source}: no column {name!r}; its columns are {there}")
+        return self.names.index(name)
+
+    def numbers(self, columns: Sequence[int]) -> npt.NDArray[np.float64]:
+        """The cells of `columns` as numbers, (rows, len(columns)); DataError at the first that is not."""
+        values = np.empty((len(self.rows), len(columns)), dtype=np.float64)
+        first = 2 if self.names is not None else 1
+        for i, row in enumerate(self.rows):
+            for j, c in enumerate(columns):
+                try:
+                    values[i, j] = _cell(row[c], self.decimal_comma)
+                except ValueError:
+                    where = f"column {self.names[c]!r} " if self.names else ""
+                    raise DataError(
+                        f"{self.source}: row {i + first} {where}has a non-numeric value {row[c].strip()!r}"
+                    ) from None
+        return values
+
+
 def sniff_delimiter(line: str) -> str:
     """The delimiter of a CSV file from its first line: tab or `;` when either splits it (outside quotes),
     else `,`. Tab and `;` go first because `,` may be a decimal mark inside `;` files ("1,5;2,3")."""
@@ -198,8 +242,9 @@ def _cell(text: str, decimal_comma: bool) -> float:
     return float(text.replace(",", ".") if decimal_comma else text)
 
 
-def _read_csv(path: Path) -> tuple[npt.NDArray[np.float64], tuple[str, ...] | None]:
-    """The numbers of a CSV file of rows, and its header's names when its first row is a header."""
+def read_table(path: Path) -> Table:
+    """A CSV file's cells (`,`, `;` or tab, sniffed from the first line); a first row that is not all numbers
+    is the header. DataError for a file that is not UTF-8, empty, ragged or with a bad header."""
     # utf-8-sig also reads plain UTF-8, and drops the byte-order mark some spreadsheets write.
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -225,16 +270,10 @@ def _read_csv(path: Path) -> tuple[npt.NDArray[np.float64], tuple[str, ...] | No
         rows = rows[1:]
         _check_names(names, path.name)
     width = len(names) if names is not None else len(rows[0]) if rows else 0
-    values: list[list[float]] = []
     for number, row in enumerate(rows, start=1 + (names is not None)):
         if len(row) != width:
             raise DataError(f"{path.name}: row {number} has {len(row)} columns, expected {width}")
-        try:
-            values.append([_cell(c, decimal_comma) for c in row])
-        except ValueError:
-            cell = next(c for c in row if not _is_float(c, decimal_comma))
-            raise DataError(f"{path.name}: row {number} has a non-numeric value {cell!r}") from None
-    return np.asarray(values, dtype=np.float64).reshape(len(values), width), names
+    return Table(names, rows, path.name, decimal_comma)
 
 
 def _check_names(names: tuple[str, ...], source: str) -> None:
@@ -320,16 +359,90 @@ def read_mnist(folder: Path) -> tuple[Dataset, npt.NDArray[np.int64]]:
     return dataset, labels.astype(np.int64)
 
 
-def load_data(spec: str) -> Dataset:
-    """Load `spec`: a built-in data set name (see BUILTIN_DATASETS), a path to a .npy or .csv file of rows,
-    or a folder holding the MNIST IDX files.
+@dataclass(frozen=True)
+class DataOptions:
+    """How to read a data file beyond its shape: which columns, and whether (and how) it is a series."""
+
+    kind: InputKind | None = None
+    """`series`: rows are time steps; `rows`: rows are independent samples; None: a series when a time
+    column or a window is given, else read from the array's shape (2-D rows, 3-D or 4-D images)."""
+    time_column: str | None = None
+    """A series' time column (numbers or ISO 8601 times, checked increasing), dropped from the channels."""
+    columns: tuple[str, ...] | None = None
+    """Keep only these CSV columns, in this order (None: every column but the time and dropped ones)."""
+    drop_columns: tuple[str, ...] = ()
+    """CSV columns to leave out (labels, say)."""
+    window: int | None = None
+    """Steps per window of a series; None: chosen from the data (`training.series.choose_window`)."""
+    stride: int = 1
+    """Steps between the starts of consecutive training windows (scoring always uses 1)."""
+
+    @property
+    def series(self) -> bool:
+        """Whether the data is read as one series."""
+        given = self.time_column is not None or self.window is not None
+        return self.kind == "series" or (self.kind is None and given)
+
+    @property
+    def selects(self) -> bool:
+        """Whether columns are picked by name (which needs a CSV header)."""
+        return self.columns is not None or bool(self.drop_columns) or self.time_column is not None
+
+
+def _selected(table: Table, options: DataOptions) -> list[int]:
+    """The columns `options` keep from `table`, in order (not the time column)."""
+    if table.names is None:
+        raise DataError(
+            f"{table.source}: columns are picked by name, but its first row is numbers, not a header; "
+            "expected a header row of column names"
+        )
+    excluded = {table.column(n) for n in options.drop_columns}
+    if options.time_column is not None:
+        excluded.add(table.column(options.time_column))
+    if options.columns is not None:
+        chosen = [table.column(n) for n in options.columns]
+        clash = [table.names[c] for c in chosen if c in excluded]
+        if clash:
+            raise DataError(f"{table.source}: columns {clash} are both kept and dropped (or the time column)")
+    else:
+        chosen = [c for c in range(len(table.names)) if c not in excluded]
+    if not chosen:
+        raise DataError(f"{table.source}: no columns left after dropping {sorted(excluded)}; expected one")
+    return chosen
+
+
+def _sensors() -> Table:
+    from training.sensors import sensor_series
+
+    text = sensor_series().csv()
+    lines = list(csv.reader(text.splitlines()))
+    return Table(tuple(lines[0]), lines[1:], "sensors")
+
+
+# Generated series (no download), each with its time column: read as a series by default.
+BUILTIN_SERIES: dict[str, tuple[Callable[[], Table], str]] = {"sensors": (_sensors, "time")}
+
+
+def load_data(spec: str, options: DataOptions | None = None) -> Dataset:
+    """Load `spec`: a built-in data set name (see BUILTIN_DATASETS and BUILTIN_SERIES), a path to a .npy
+    or .csv file, or a folder holding the MNIST IDX files.
 
     A 3-D .npy array (rows, height, width) is taken as one-channel images, a 4-D one as images
     (rows, channels, height, width). A CSV file may separate its cells by `,`, `;` or tab; a first row that is
-    not all numbers is its header, whose names become the feature names. A built-in table keeps
-    scikit-learn's feature names.
+    not all numbers is its header, whose names become the feature names (or a series' channel names). A
+    built-in table keeps scikit-learn's feature names. `options` picks CSV columns by name and reads a file
+    as one series (T, channels) (`training.series.series_dataset`).
     """
+    options = options or DataOptions()
+    if spec in BUILTIN_SERIES:
+        make, time_column = BUILTIN_SERIES[spec]
+        return _from_table(make(), replace(options, kind="series", time_column=time_column))
     if spec in BUILTIN_DATASETS:
+        if options.series or options.selects:
+            raise DataError(
+                f"{spec} is a built-in table or image set; series and column options apply to "
+                ".csv and .npy files"
+            )
         loader, image_shape = BUILTIN_DATASETS[spec]
         bunch = loader()
         rows = validate_rows(np.asarray(bunch.data), spec)
@@ -340,28 +453,55 @@ def load_data(spec: str) -> Dataset:
         return _images(rows.reshape(len(rows), *image_shape), spec)
     path = Path(spec)
     if path.is_dir():
+        if options.series or options.selects:
+            raise DataError(f"{spec} is a folder of MNIST images; series and column options apply to files")
         return read_mnist(path)[0]
     suffix = path.suffix.lower()
     if suffix not in {".npy", ".csv"}:
         raise DataError(
-            f"unknown data {spec!r}: expected one of {sorted(BUILTIN_DATASETS)}, a path ending in .npy or "
-            ".csv, or a folder of MNIST IDX files"
+            f"unknown data {spec!r}: expected one of {sorted([*BUILTIN_DATASETS, *BUILTIN_SERIES])}, a path "
+            "ending in .npy or .csv, or a folder of MNIST IDX files"
         )
     if not path.is_file():
         raise DataError(f"data file not found: {spec}")
-    names: tuple[str, ...] | None = None
-    if suffix == ".npy":
+    if suffix == ".csv":
+        dataset = _from_table(read_table(path), options)
+    elif options.selects:
+        raise DataError(f"{path.name}: columns are picked by name from a CSV header, not from a .npy")
+    else:
         try:
             raw = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as exc:
             raise DataError(f"{path.name}: not a readable .npy array ({exc})") from None
-    else:
-        raw, names = _read_csv(path)
-    values = validate_rows(raw, path.name)
-    resolved = path.resolve()
-    if values.ndim == 2:
-        return Dataset(values, path.name, feature_names=names, path=resolved)
-    return replace(_images(values, path.name), path=resolved)
+        dataset = _from_values(raw, path.name, options)
+    return replace(dataset, path=path.resolve())
+
+
+def _from_table(table: Table, options: DataOptions) -> Dataset:
+    """The data set of a CSV table's cells: the columns `options` keep, as rows or as one series."""
+    width = len(table.names) if table.names is not None else len(table.rows[0]) if table.rows else 0
+    columns = _selected(table, options) if options.selects else list(range(width))
+    names = tuple(table.names[c] for c in columns) if table.names else None
+    times = None
+    if options.time_column is not None:
+        at = table.column(options.time_column)
+        times = [row[at] for row in table.rows]
+    return _from_values(table.numbers(columns), table.source, options, names, times)
+
+
+def _from_values(
+    raw: npt.NDArray[Any],
+    source: str,
+    options: DataOptions,
+    names: tuple[str, ...] | None = None,
+    times: list[str] | None = None,
+) -> Dataset:
+    if options.series:
+        from training.series import series_dataset  # training.series builds on this module
+
+        return series_dataset(raw, source, options, names, times)
+    values = validate_rows(raw, source)
+    return Dataset(values, source, feature_names=names) if values.ndim == 2 else _images(values, source)
 
 
 @dataclass(frozen=True)

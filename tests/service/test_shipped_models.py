@@ -39,21 +39,24 @@ def test_shipped_models_all_ready(shipped_client: Any) -> None:
 def test_shipped_model_serves_every_endpoint(shipped_client: Any, directory: Path) -> None:
     meta = ModelMetadata.read(directory)
     low, high = np.asarray(meta.data.feature_min), np.asarray(meta.data.feature_max)
-    x = np.random.default_rng(0).uniform(low, high, (8, meta.input_dim))  # (batch, input_dim)
+    # (batch, input_dim); a series model's as windows (batch, window, channels), which it scores one each
+    x = np.random.default_rng(0).uniform(low, high, (8, meta.input_dim))
+    if meta.series is not None:
+        x = x.reshape(8, *meta.input_shape)
     ref = {"model": meta.name, "version": meta.version}
     latents = shipped_client.post("/encode", json={**ref, "inputs": x.tolist()}).json()["latents"]
     assert np.asarray(latents).shape == (8, meta.latent_dim)
     decoded = shipped_client.post("/decode", json={**ref, "latents": latents}).json()["outputs"]
     denoised = shipped_client.post("/denoise", json={**ref, "inputs": x.tolist()}).json()["outputs"]
-    assert np.asarray(denoised).shape == (8, meta.input_dim)  # as sent
+    assert np.asarray(denoised).shape == x.shape  # as sent
     # Decoded codes come in the model's own sample shape (an image model's (channels, height, width)).
-    assert np.asarray(decoded).shape == (8, *(meta.input_shape or [meta.input_dim]))
-    np.testing.assert_allclose(np.reshape(decoded, (8, -1)), denoised, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.reshape(decoded, x.shape), denoised, rtol=1e-4, atol=1e-4)
     body = shipped_client.post(
         "/reconstruction-error", json={**ref, "inputs": x.tolist(), "per_feature": True}
     ).json()
+    errors = np.asarray(body["feature_errors"])  # (batch, *sample shape)
     np.testing.assert_allclose(
-        np.asarray(body["feature_errors"]).mean(axis=1), body["errors"], rtol=1e-4, atol=1e-6
+        errors.mean(axis=tuple(range(1, errors.ndim))), body["errors"], rtol=1e-4, atol=1e-6
     )
     if meta.calibration:
         assert body["threshold_source"] == "model_default"

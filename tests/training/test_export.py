@@ -301,7 +301,9 @@ def test_train_version_records_the_body_and_the_sample_layout(
     metadata = ModelMetadata.read(directory)
     assert (metadata.kind, metadata.architecture, metadata.input_shape) == (kind, body, input_shape)
     assert metadata.training["architecture"] == body
-    assert metadata.image == dataset.image and metadata.series == dataset.series
+    # A series model records the step rule it was calibrated with (the configuration's).
+    recorded = dataset.series.model_copy(update={"step_score": config.step_score}) if dataset.series else None
+    assert metadata.image == dataset.image and metadata.series == recorded
     assert len(metadata.normalisation.offset) == normalisation_entries
     assert metadata.data.n_features == metadata.input_dim == len(metadata.data.feature_min)
     scores = score_rows(directory, raw[:9])

@@ -159,11 +159,14 @@ def test_defaults_only_builds_the_named_models(
     assert [(c.variant, c.architecture) for c in seen] == [("plain", "conv2d"), ("vae", "conv2d")]
     assert sorted(p.name for p in out.iterdir()) == ["mnist-plain", "mnist-vae"]
     capsys.readouterr()
-    assert main([*argv, "--only", "mnist-vea"]) == 2
+    with pytest.raises(SystemExit) as refused:
+        main([*argv, "--only", "mnist-vea"])
+    assert refused.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--only mnist-vea: not among the models" in err
+    assert err.count("\n") == 1 and "invalid choice: 'mnist-vea'" in err
     assert main(["defaults", "--out", str(out), "--only", "mnist-vae"]) == 2
-    assert "not among the models" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the mnist models need --mnist DIR" in err
 
 
 def test_defaults_with_a_wrong_mnist_folder_fail_in_one_line_before_training(
