@@ -355,33 +355,35 @@ def run_novelty(args: argparse.Namespace, report: Report, work: Path) -> None:
 
 
 def tables(report: Report) -> str:
-    levels = " | ".join(f"std {s}" for s in NOISE_LEVELS)
-    rule = "|---" * (len(NOISE_LEVELS) + 2) + "|"
-    lines = [
-        f"### Denoising: PSNR (dB) / SSIM on {report.n_test} held-out MNIST images "
-        f"(parameters tuned on {report.n_tune} training images)",
-        "",
-        f"| method | {levels} | ms per image |",
-        rule,
-    ]
-    rows = {"noisy input": report.noisy} | report.denoising
-    for name, scores in rows.items():
-        cells = " | ".join(f"{scores[s].psnr:.2f} / {scores[s].ssim:.3f}" for s in NOISE_LEVELS)
-        ms = np.mean([scores[s].seconds_per_image for s in NOISE_LEVELS]) * 1000
-        lines.append(f"| {name} | {cells} | {'-' if name == 'noisy input' else f'{ms:.2f}'} |")
-    lines += ["", "Tuned parameters per level:", ""]
-    for name, scores in report.denoising.items():
-        if any(scores[s].params for s in NOISE_LEVELS):
-            lines.append(f"- {name}: " + "; ".join(f"std {s}: {scores[s].params}" for s in NOISE_LEVELS))
-    conv = report.denoising.get(CONV)
-    if conv:
-        others = [m for m in report.denoising if m != CONV]
-        beaten = all(conv[s].psnr > report.denoising[m][s].psnr for m in others for s in NOISE_LEVELS)
+    lines: list[str] = []
+    if report.denoising:
+        levels = " | ".join(f"std {s}" for s in NOISE_LEVELS)
+        rule = "|---" * (len(NOISE_LEVELS) + 2) + "|"
         lines += [
+            f"### Denoising: PSNR (dB) / SSIM on {report.n_test} held-out MNIST images "
+            f"(parameters tuned on {report.n_tune} training images)",
             "",
-            f"target (conv denoising AE above every other method at every level): "
-            f"{'met' if beaten else 'NOT met'}",
+            f"| method | {levels} | ms per image |",
+            rule,
         ]
+        rows = {"noisy input": report.noisy} | report.denoising
+        for name, scores in rows.items():
+            cells = " | ".join(f"{scores[s].psnr:.2f} / {scores[s].ssim:.3f}" for s in NOISE_LEVELS)
+            ms = np.mean([scores[s].seconds_per_image for s in NOISE_LEVELS]) * 1000
+            lines.append(f"| {name} | {cells} | {'-' if name == 'noisy input' else f'{ms:.2f}'} |")
+        lines += ["", "Tuned parameters per level:", ""]
+        for name, scores in report.denoising.items():
+            if any(scores[s].params for s in NOISE_LEVELS):
+                lines.append(f"- {name}: " + "; ".join(f"std {s}: {scores[s].params}" for s in NOISE_LEVELS))
+        conv = report.denoising.get(CONV)
+        if conv:
+            others = [m for m in report.denoising if m != CONV]
+            beaten = all(conv[s].psnr > report.denoising[m][s].psnr for m in others for s in NOISE_LEVELS)
+            lines += [
+                "",
+                f"target (conv denoising AE above every other method at every level): "
+                f"{'met' if beaten else 'NOT met'}",
+            ]
     if report.novelty:
         digits = sorted(next(iter(report.novelty.values())))
         lines += [
