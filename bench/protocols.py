@@ -294,7 +294,10 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for round_ in range(args.rounds):  # alternate: drift in the machine's load hits both alike
                     for label, where in [("baseline", tree), ("current", ROOT)]:
-                        server = _server(where, args.models, grpc=False)
+                        # Each commit serves its own shipped models: an older service need not read the
+                        # current metadata. /encode runs the encoder graph, the same 64-128-16 MLP in both.
+                        models = tree / "models" if label == "baseline" else args.models
+                        server = _server(where, models, grpc=False)
                         with server:
                             for name in ("rest-json-b1", "rest-json-b64"):
                                 key = f"{label}-{name}-{round_}"
@@ -304,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                                     args.seconds,
                                     folder,
                                     int(name[-2:].lstrip("b")),
+                                    server.process.pid,
                                 )
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)

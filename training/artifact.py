@@ -318,6 +318,7 @@ def train_version(
         dataset.kind,
         cls.default_latent_dim,
         cls.default_steps,
+        architecture,
     )
     config = replace(config, architecture=architecture)
     cross_fitted = bool(config.folds and config.folds >= 2)

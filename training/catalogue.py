@@ -36,10 +36,22 @@ VARIANT_OPTIONS: dict[str, tuple[HyperParameter, ...]] = {
     ),
     "denoising": (
         HyperParameter("noise_std", 0.2, "std of the Gaussian noise added in the normalised space"),
+        HyperParameter(
+            "noise_std_max",
+            0.0,
+            "when above --noise-std, each sample's noise std is drawn uniformly from [noise_std, this]",
+        ),
         HyperParameter("mask_prob", 0.0, "probability of setting each input value to zero", 0.0, 1.0),
     ),
     "contractive": (
         HyperParameter("contractive_weight", 0.01, "weight of the squared Frobenius norm of the Jacobian"),
+        HyperParameter(
+            "jacobian_probes",
+            0,
+            "random projections estimating the Jacobian norm in training (0: exact, one pass per code unit)",
+            0,
+            64,
+        ),
     ),
     "vae": (HyperParameter("beta", 0.02, "weight of the KL term of the VAE loss"),),
 }

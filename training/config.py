@@ -23,14 +23,15 @@ class TrainConfig:
     rows, conv2d for images, conv1d for series)."""
     latent_dim: int | None = None
     """None -> chosen from the data (`training.defaults`): a fraction of a table's width, never as wide as
-    the input; the objective's default (16 for most) otherwise."""
+    the input; the objective's default on the body (16 for most) otherwise."""
     hidden: tuple[int, ...] | None = None
     """The encoder's capacity (the decoder mirrors it): hidden layer widths of an MLP, channels of each
     stage of a convolutional body; None -> the objective's default for the body."""
     epochs: int | None = None
     """Upper bound on epochs; None -> enough epochs for `steps` steps (so small data sets still train)."""
     steps: int | None = None
-    """Gradient-step budget used when `epochs` is None; None -> chosen from the data (`training.defaults`)."""
+    """Gradient-step budget used when `epochs` is None; None -> chosen from the data and the body
+    (`training.defaults`: 6000 for most on an MLP, 3000 on conv2d)."""
     batch_size: int = 64
     lr: float = 2e-3
     """Initial Adam learning rate; it decays along a cosine to `lr * lr_final_fraction`."""

@@ -1,4 +1,5 @@
-"""Data sets (scikit-learn's built-in ones, or the user's .npy/.csv), validation, splits and normalisation.
+"""Data sets (scikit-learn's built-in ones, the user's .npy/.csv, IDX files such as MNIST's), validation,
+splits and normalisation.
 
 A data set is an array of samples, (n, *sample_shape), and its input kind (see `service.contract`): rows
 (n, features), images (n, channels, height, width), or series windows (n, window, channels). A series read
@@ -9,6 +10,7 @@ cutting windows.
 from __future__ import annotations
 
 import csv
+import gzip
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +35,8 @@ __all__ = [
     "Split",
     "as_rows",
     "load_data",
+    "read_idx",
+    "read_mnist",
     "read_table",
     "split_rows",
     "stat_shape",
@@ -289,6 +293,72 @@ def _is_float(cell: str, decimal_comma: bool = False) -> bool:
     return True
 
 
+# IDX type codes (the format MNIST is published in) -> big-endian numpy dtypes.
+IDX_TYPES: dict[int, str] = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+# The MNIST images and labels files inside a folder, gzipped as published or unpacked.
+MNIST_FILES = {"images": "t10k-images-idx3-ubyte", "labels": "t10k-labels-idx1-ubyte"}
+# The most values an IDX file may declare: 64 M, well above MNIST's 47 M, so a corrupt header cannot make the
+# reader allocate without bound.
+MAX_IDX_VALUES = 1 << 26
+
+
+def read_idx(path: Path) -> npt.NDArray[Any]:
+    """An IDX file (gzipped when its name ends in .gz) as an array of its declared shape and type.
+
+    The format: two zero bytes, a type code, the number of dimensions, each dimension as a big-endian
+    uint32, then the values in C order, big-endian."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            head = handle.read(4)
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_TYPES or head[3] == 0:
+                raise DataError(
+                    f"{path.name}: not an IDX file (header {head.hex() or 'empty'}); expected two zero "
+                    f"bytes, a type code in {sorted(IDX_TYPES)} and a dimension count"
+                )
+            dtype = np.dtype(IDX_TYPES[head[2]])
+            dims = np.frombuffer(handle.read(4 * head[3]), dtype=">u4")
+            count = int(np.prod(dims, dtype=np.int64)) if len(dims) == head[3] else -1
+            if count < 0 or count > MAX_IDX_VALUES:
+                raise DataError(
+                    f"{path.name}: the IDX header declares shape {tuple(int(d) for d in dims)}; expected "
+                    f"{head[3]} dimensions holding at most {MAX_IDX_VALUES} values"
+                )
+            body = handle.read(count * dtype.itemsize + 1)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path.name}: not a readable IDX file ({exc})") from None
+    if len(body) != count * dtype.itemsize:
+        raise DataError(
+            f"{path.name}: the IDX header declares shape {tuple(int(d) for d in dims)} "
+            f"({count * dtype.itemsize} bytes of values), the file holds {len(body)}"
+        )
+    return np.frombuffer(body, dtype=dtype).reshape(tuple(int(d) for d in dims))
+
+
+def _mnist_file(folder: Path, role: str) -> Path:
+    name = MNIST_FILES[role]
+    for candidate in (folder / f"{name}.gz", folder / name):
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{folder}: no {name}.gz (or {name}); expected a folder holding the MNIST IDX files")
+
+
+def read_mnist(folder: Path) -> tuple[Dataset, npt.NDArray[np.int64]]:
+    """The MNIST images of `folder` as one-channel images (n, 1, 28, 28), raw grey levels 0..255, and their
+    labels (n,)."""
+    if not folder.is_dir():
+        raise DataError(f"MNIST folder not found: {folder}")
+    images_file, labels_file = _mnist_file(folder, "images"), _mnist_file(folder, "labels")
+    images, labels = read_idx(images_file), read_idx(labels_file)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(
+            f"{folder}: images of shape {images.shape} and labels of shape {labels.shape}; expected "
+            "(n, height, width) images and (n,) labels"
+        )
+    dataset = _images(validate_rows(images, images_file.name), images_file.name)
+    return dataset, labels.astype(np.int64)
+
+
 @dataclass(frozen=True)
 class DataOptions:
     """How to read a data file beyond its shape: which columns, and whether (and how) it is a series."""
@@ -354,8 +424,8 @@ BUILTIN_SERIES: dict[str, tuple[Callable[[], Table], str]] = {"sensors": (_senso
 
 
 def load_data(spec: str, options: DataOptions | None = None) -> Dataset:
-    """Load `spec`: a built-in data set name (see BUILTIN_DATASETS and BUILTIN_SERIES) or a path to a .npy
-    or .csv file.
+    """Load `spec`: a built-in data set name (see BUILTIN_DATASETS and BUILTIN_SERIES), a path to a .npy
+    or .csv file, or a folder holding the MNIST IDX files.
 
     A 3-D .npy array (rows, height, width) is taken as one-channel images, a 4-D one as images
     (rows, channels, height, width). A CSV file may separate its cells by `,`, `;` or tab; a first row that is
@@ -382,11 +452,15 @@ def load_data(spec: str, options: DataOptions | None = None) -> Dataset:
             return Dataset(rows, spec, feature_names=named)
         return _images(rows.reshape(len(rows), *image_shape), spec)
     path = Path(spec)
+    if path.is_dir():
+        if options.series or options.selects:
+            raise DataError(f"{spec} is a folder of MNIST images; series and column options apply to files")
+        return read_mnist(path)[0]
     suffix = path.suffix.lower()
     if suffix not in {".npy", ".csv"}:
         raise DataError(
-            f"unknown data {spec!r}: expected one of {sorted([*BUILTIN_DATASETS, *BUILTIN_SERIES])} "
-            "or a path ending in .npy or .csv"
+            f"unknown data {spec!r}: expected one of {sorted([*BUILTIN_DATASETS, *BUILTIN_SERIES])}, a path "
+            "ending in .npy or .csv, or a folder of MNIST IDX files"
         )
     if not path.is_file():
         raise DataError(f"data file not found: {spec}")

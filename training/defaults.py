@@ -7,6 +7,8 @@ Each rule is justified by a measurement in `docs/tabular.md` (the development be
 - latent width: a quarter of a table's width, at least 1 (an as-wide code lets a linear model copy its
   input); for images the variant's own default, and never as wide as the input;
 - step budget: the variant's default, less for small tables, whose few rows are seen often enough sooner;
+- on a body where an objective measured better with other defaults (`BODY_TUNED`: code width, capacity,
+  step budget, its own hyper-parameters), those, each measured in `docs/images.md`;
 - calibration: cross-fitting with `CROSS_FIT_FOLDS` folds when there are fewer than `CROSS_FIT_MAX_ROWS`
   rows (then every row is both trained on and calibrates), a validation split otherwise;
 - default score: for tables the memory-bank distance `knn` when the bank is on (it ranks best there), else
@@ -17,11 +19,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from service.contract import InputKind, ScoreName
 from training.config import TrainConfig
 
-__all__ = ["CROSS_FIT_FOLDS", "CROSS_FIT_MAX_ROWS", "SMALL_TABLE_ROWS", "default_score", "resolve"]
+__all__ = [
+    "BODY_TUNED",
+    "CROSS_FIT_FOLDS",
+    "CROSS_FIT_MAX_ROWS",
+    "EVERY_VARIANT",
+    "SMALL_TABLE_ROWS",
+    "Tuned",
+    "default_score",
+    "resolve",
+    "tuned_for",
+]
 
 CROSS_FIT_FOLDS = 5
 # Below this many (non-test) rows calibration cross-fits: a 20% validation split of 4000 rows has 800,
@@ -31,6 +45,47 @@ CROSS_FIT_MAX_ROWS = 4000
 SMALL_TABLE_ROWS = 1000
 SMALL_TABLE_STEPS = 3000
 TABLE_LATENT_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """An objective's defaults on one body where they differ from its own; None (or a hyper-parameter left
+    out) keeps the objective's own."""
+
+    latent_dim: int | None = None
+    hidden: tuple[int, ...] | None = None
+    steps: int | None = None
+    hparams: Mapping[str, float] = field(default_factory=dict)
+
+
+# The key of a body's entry that applies to every objective (a named objective's entry refines it).
+EVERY_VARIANT = "*"
+BODY_TUNED: dict[str, dict[str, Tuned]] = {
+    "conv2d": {
+        # MNIST's 6,400 training images at batch 64 make 100 steps an epoch, and a conv2d step costs ten MLP
+        # steps or more: 3,000 steps (30 epochs) keeps the shipped MNIST set to one build.
+        EVERY_VARIANT: Tuned(steps=3000),
+        # Noise of every std from 0 to 0.5 of the range, so that one model serves every level; a wide code,
+        # since a narrow one caps what a clean digit keeps.
+        "denoising": Tuned(latent_dim=128, hidden=(32, 64), hparams={"noise_std": 0.0, "noise_std_max": 0.5}),
+        # The exact penalty made a conv2d step on MNIST 31 times a plain one; one probe costs one pass.
+        "contractive": Tuned(hparams={"jacobian_probes": 1}),
+    },
+}
+"""Body -> objective (or EVERY_VARIANT) -> the defaults measured better there (docs/images.md)."""
+
+
+def tuned_for(body: str, variant: str) -> Tuned:
+    """The defaults `variant` takes on `body` beyond its own: the body's entry for every objective, refined by
+    the objective's own entry."""
+    entries = BODY_TUNED.get(body, {})
+    every, own = entries.get(EVERY_VARIANT, Tuned()), entries.get(variant, Tuned())
+    return Tuned(
+        latent_dim=own.latent_dim or every.latent_dim,
+        hidden=own.hidden if own.hidden is not None else every.hidden,
+        steps=own.steps or every.steps,
+        hparams={**every.hparams, **own.hparams},
+    )
 
 
 def latent_width(n_features: int, table: bool, variant_default: int) -> int:
@@ -47,14 +102,19 @@ def resolve(
     kind: InputKind,
     variant_latent: int,
     variant_steps: int,
+    body: str | None = None,
 ) -> TrainConfig:
     """`config` with every data-dependent None filled in for `n_rows` samples (the non-test ones) of `kind`,
-    each of `n_features` values; explicit choices are kept."""
+    each of `n_features` values, read by `body` (its `BODY_TUNED` entries); explicit choices are kept."""
     table = kind == "rows"
     small = table and n_rows < SMALL_TABLE_ROWS
+    tuned = tuned_for(body, config.variant) if body is not None else Tuned()
+    variant_latent, variant_steps = tuned.latent_dim or variant_latent, tuned.steps or variant_steps
     return dataclasses.replace(
         config,
         latent_dim=config.latent_dim or latent_width(n_features, table, variant_latent),
+        hidden=config.hidden if config.hidden is not None else tuned.hidden,
+        hparams={**tuned.hparams, **config.hparams},
         steps=config.steps or (min(variant_steps, SMALL_TABLE_STEPS) if small else variant_steps),
         normalisation=config.normalisation or ("standard" if table else "minmax"),
         folds=(

@@ -36,6 +36,7 @@ __all__ = [
     "VariationalAutoencoder",
     "build_model",
     "jacobian_frobenius_sq",
+    "jacobian_projections_sq",
     "per_sample_sum",
 ]
 
@@ -192,7 +193,12 @@ class SparseKLAutoencoder(Autoencoder):
 
 
 class DenoisingAutoencoder(Autoencoder):
-    """Trained to map corrupted inputs (Gaussian noise, then masking to zero) back to the clean ones."""
+    """Trained to map corrupted inputs (Gaussian noise, then masking to zero) back to the clean ones.
+
+    With `noise_std_max` above `noise_std`, each sample of a batch gets its own noise std, drawn uniformly
+    between the two: one model then learns to remove every level in that range, instead of one level well and
+    the others badly (a model trained at 0.2 leaves lighter noise blurred and heavier noise in place).
+    """
 
     hyperparameters = VARIANT_OPTIONS["denoising"]
     # Removing noise needs a wider network and code, and longer training, than reconstructing clean inputs.
@@ -203,14 +209,26 @@ class DenoisingAutoencoder(Autoencoder):
     def default_hidden(cls, body: type[Body]) -> tuple[int, ...]:
         return tuple(4 * width for width in body.default_hidden)
 
+    def noise_std(self, x: Tensor) -> Tensor:
+        """The noise std of each sample, (batch, 1, ...) to broadcast over it."""
+        low, high = self.hp["noise_std"], max(self.hp["noise_std_max"], self.hp["noise_std"])
+        spread = torch.rand(x.shape[0], *[1] * (x.ndim - 1), dtype=x.dtype) if high > low else x.new_zeros(())
+        return low + (high - low) * spread
+
     def corrupt(self, x: Tensor) -> Tensor:
-        noisy = x + self.hp["noise_std"] * torch.randn_like(x)
+        noisy = x + self.noise_std(x) * torch.randn_like(x)
         keep = torch.rand_like(x) >= self.hp["mask_prob"]
         return noisy * keep
 
 
 class ContractiveAutoencoder(Autoencoder):
-    """Penalty lambda * ||J_f(x)||_F^2 on a sigmoid code, the encoder's Jacobian taken exactly by autograd."""
+    """Penalty lambda * ||J_f(x)||_F^2 on a sigmoid code, the encoder's Jacobian taken by autograd: exactly
+    (one backward pass per code unit), or estimated from random projections where that is too slow.
+
+    For v ~ N(0, I) over the code, E ||v^T J||^2 = ||J||_F^2, so the mean over k probes is an unbiased
+    estimate at k backward passes instead of latent_dim; through a convolutional encoder each pass costs
+    about a plain training step.
+    """
 
     hyperparameters = VARIANT_OPTIONS["contractive"]
 
@@ -222,7 +240,12 @@ class ContractiveAutoencoder(Autoencoder):
         return super().loss(x.detach().requires_grad_(True))
 
     def penalty(self, x: Tensor, z: Tensor) -> Tensor:
-        return self.hp["contractive_weight"] * jacobian_frobenius_sq(z, x, create_graph=True).mean()
+        probes = int(self.hp["jacobian_probes"])
+        if probes and self.training:
+            norms = jacobian_projections_sq(z, x, probes)
+        else:
+            norms = jacobian_frobenius_sq(z, x, create_graph=True)
+        return self.hp["contractive_weight"] * norms.mean()
 
 
 def jacobian_frobenius_sq(z: Tensor, x: Tensor, create_graph: bool = False) -> Tensor:
@@ -236,6 +259,17 @@ def jacobian_frobenius_sq(z: Tensor, x: Tensor, create_graph: bool = False) -> T
         (grad,) = torch.autograd.grad(z[:, j].sum(), x, create_graph=create_graph, retain_graph=True)
         total = total + per_sample_sum(grad**2)  # (batch,)
     return total
+
+
+def jacobian_projections_sq(z: Tensor, x: Tensor, probes: int) -> Tensor:
+    """Per-sample estimate of ||dz/dx||_F^2, (batch,): the mean of ||v^T dz/dx||^2 over `probes` draws of
+    v ~ N(0, I), differentiable (for a training penalty)."""
+    total = x.new_zeros(x.shape[0])
+    for _ in range(probes):
+        v = torch.randn_like(z)  # (batch, code width)
+        (grad,) = torch.autograd.grad((z * v).sum(), x, create_graph=True, retain_graph=True)
+        total = total + per_sample_sum(grad**2)  # (batch,)
+    return total / probes
 
 
 class VariationalAutoencoder(Autoencoder):
@@ -301,7 +335,8 @@ def build_model(
     hparams: dict[str, float],
 ) -> Autoencoder:
     """OBJECTIVES[objective] on BODIES[body] for samples of `input_shape`; None takes the objective's default
-    latent size, or its default capacity for that body."""
+    latent size, or its default capacity for that body (`training.defaults.resolve` fills in the defaults
+    that depend on the data and the body first)."""
     cls, body_cls = OBJECTIVES[objective], BODIES[body]
     return cls(
         body_cls,

@@ -4,10 +4,14 @@
   "use strict";
 
   const KEY_STORAGE = "ae-explorer-api-key";
-  // Drawing happens on a grid FINE times finer than the model's image, then each
-  // FINE x FINE block is averaged into one pixel (as the digits were made).
+  // Drawing happens on a grid `fine` times finer than the model's image (at most FINE, and no finer than
+  // MAX_FINE_SIDE cells a side), then each fine x fine block is averaged into one pixel (as the digits
+  // were made).
   const FINE = 8;
+  const MAX_FINE_SIDE = 512;
   const DRAW_SIZE = 256;
+  // Side, in screen pixels, of the canvases that show one image at the model's resolution.
+  const PIXEL_VIEW = 160;
 
   // Ten rows of sklearn's load_digits (one per class), raw pixel values 0..16, 8x8 row-major.
   const EXAMPLE_DIGITS = [
@@ -34,7 +38,8 @@
     models: [],
     model: null, // the chosen entry of /models
     range: [0, 1], // raw value of an empty pixel and of full ink
-    fine: null, // Float32Array, (h * FINE) * (w * FINE), ink in [0, 1]
+    fine: null, // Float32Array, (h * fineScale) * (w * fineScale), ink in [0, 1]
+    fineScale: FINE, // fine cells per model pixel, along each axis
     noisePattern: null, // Float32Array (input_dim,), standard normal, fixed until re-rolled
     lastInput: null, // the vector last sent for scoring, raw units
     inflight: false,
@@ -182,7 +187,35 @@
     return [model.image.height, model.image.width];
   }
 
+  function imageChannels(model) {
+    return model.image.channels || 1;
+  }
+
+  // One image (height * width grey values, row-major) in the layout an image model reads and answers in:
+  // [height][width] for one channel, [channels][height][width] (the grey copied to each) for more.
+  function asImage(values, model) {
+    const [h, w] = imageShape(model);
+    const rows = Array.from({ length: h }, (_, y) => values.slice(y * w, (y + 1) * w));
+    const c = imageChannels(model);
+    return c === 1 ? rows : Array.from({ length: c }, () => rows);
+  }
+
+  // An image answered by the service (nested [channels][height][width], [height][width], or flat) as
+  // height * width values, the mean over its channels.
+  function asGrey(image, model) {
+    const flat = Array.isArray(image) ? image.flat(Infinity) : [];
+    const [h, w] = imageShape(model);
+    const n = h * w;
+    const c = Math.max(1, Math.round(flat.length / n));
+    const grey = new Array(n).fill(0);
+    for (let k = 0; k < c; k++) for (let i = 0; i < n; i++) grey[i] += flat[k * n + i] / c;
+    return grey;
+  }
+
+  // The raw values an image's 0 and full ink stand for: the model's recorded pixel range.
   function valueRange(model) {
+    const range = model.image && model.image.pixel_range;
+    if (Array.isArray(range) && range.length === 2 && range[1] > range[0]) return [range[0], range[1]];
     const data = model.data;
     if (data && Array.isArray(data.feature_min) && Array.isArray(data.feature_max) && data.feature_min.length) {
       const lo = Math.min(...data.feature_min);
@@ -345,17 +378,30 @@
 
   function fineDims() {
     const [h, w] = imageShape(state.model);
-    return [h * FINE, w * FINE];
+    return [h * state.fineScale, w * state.fineScale];
+  }
+
+  // Size a canvas that shows one image so that each model pixel is a whole number of canvas pixels and the
+  // longer side fills PIXEL_VIEW screen pixels.
+  function sizePixelCanvas(canvas, h, w) {
+    const k = Math.max(1, Math.ceil(PIXEL_VIEW / Math.max(h, w)));
+    canvas.width = w * k;
+    canvas.height = h * k;
+    canvas.style.width = Math.round((PIXEL_VIEW * w) / Math.max(h, w)) + "px";
+    canvas.style.height = Math.round((PIXEL_VIEW * h) / Math.max(h, w)) + "px";
   }
 
   function setupImageModel(model) {
+    const [h, w] = imageShape(model);
+    state.fineScale = Math.max(1, Math.min(FINE, Math.floor(MAX_FINE_SIDE / Math.max(h, w))));
     const [fh, fw] = fineDims();
     state.fine = new Float32Array(fh * fw);
     rerollNoise();
     $("range-lo").value = String(state.range[0]);
     $("range-hi").value = String(state.range[1]);
-    $("input-shape").textContent = imageShape(model).join("×");
-    const [h, w] = imageShape(model);
+    $("input-shape").textContent =
+      imageShape(model).join("×") + (imageChannels(model) > 1 ? " × " + imageChannels(model) + " channels" : "");
+    for (const id of ["input-canvas", "recon-canvas", "errmap-canvas"]) sizePixelCanvas($(id), h, w);
     // Examples only make sense for models of sklearn's digit shape.
     $("example-select").disabled = $("example-btn").disabled = !(h === 8 && w === 8);
     $("sample-card").hidden = !model.generative;
@@ -410,7 +456,8 @@
   }
 
   function rerollNoise() {
-    const n = state.model.input_dim;
+    const [h, w] = isImageModel(state.model) ? imageShape(state.model) : [1, state.model.input_dim];
+    const n = h * w;
     state.noisePattern = new Float32Array(n);
     for (let i = 0; i < n; i += 2) {
       // Box-Muller: two independent standard normals from two uniforms.
@@ -437,7 +484,10 @@
   }
 
   function strokeTo(from, to) {
-    const radius = FINE * 0.85;
+    // A pen about as wide as a digit's stroke: 1.7 model pixels on 8x8 digits, 9% of the side on larger
+    // images (2.5 pixels on 28x28 MNIST).
+    const [h, w] = imageShape(state.model);
+    const radius = state.fineScale * Math.max(0.85, 0.045 * Math.min(h, w));
     const steps = Math.max(1, Math.ceil(Math.hypot(to[0] - from[0], to[1] - from[1]) / 1.5));
     for (let s = 0; s <= steps; s++) {
       const t = s / steps;
@@ -489,7 +539,8 @@
     const [fh, fw] = fineDims();
     const [h, w] = imageShape(state.model);
     renderPixels(canvas, state.fine, fh, fw, 0, 1, inkColor);
-    // The model's pixel grid, so people see what one input pixel covers.
+    // The model's pixel grid, so people see what one input pixel covers (where a cell is large enough).
+    if (canvas.width / w < 6) return;
     ctx.strokeStyle = "rgba(47, 111, 222, 0.18)";
     ctx.lineWidth = 1;
     ctx.beginPath();
@@ -510,21 +561,22 @@
     return !state.fine.some((v) => v > 0);
   }
 
-  // (input_dim,) raw values: block means of the fine grid, scaled to the range, then noise.
+  // (height * width,) raw values: block means of the fine grid, scaled to the range, then noise.
   function currentInput() {
     const [h, w] = imageShape(state.model);
-    const fw = w * FINE;
+    const f = state.fineScale;
+    const fw = w * f;
     const [lo, hi] = state.range;
     const noise = parseFloat($("noise-slider").value) || 0;
     const out = new Array(h * w);
     for (let y = 0; y < h; y++) {
       for (let x = 0; x < w; x++) {
         let sum = 0;
-        for (let dy = 0; dy < FINE; dy++) {
-          for (let dx = 0; dx < FINE; dx++) sum += state.fine[(y * FINE + dy) * fw + x * FINE + dx];
+        for (let dy = 0; dy < f; dy++) {
+          for (let dx = 0; dx < f; dx++) sum += state.fine[(y * f + dy) * fw + x * f + dx];
         }
         const i = y * w + x;
-        const clean = lo + (sum / (FINE * FINE)) * (hi - lo);
+        const clean = lo + (sum / (f * f)) * (hi - lo);
         const noisy = clean + noise * (hi - lo) * state.noisePattern[i];
         out[i] = Math.min(hi, Math.max(lo, noisy));
       }
@@ -533,12 +585,13 @@
   }
 
   function setFinePixels(values, scale) {
-    // values: (h * w,) in [0, scale]; each pixel fills its FINE x FINE block.
+    // values: (h * w,) in [0, scale]; each pixel fills its fine x fine block.
     const [h, w] = imageShape(state.model);
-    const fw = w * FINE;
-    for (let y = 0; y < h * FINE; y++) {
+    const f = state.fineScale;
+    const fw = w * f;
+    for (let y = 0; y < h * f; y++) {
       for (let x = 0; x < fw; x++) {
-        const v = values[Math.floor(y / FINE) * w + Math.floor(x / FINE)] / scale;
+        const v = values[Math.floor(y / f) * w + Math.floor(x / f)] / scale;
         state.fine[y * fw + x] = Math.min(1, Math.max(0, v));
       }
     }
@@ -612,7 +665,8 @@
     renderInput(input);
     state.inflight = true;
     state.dirty = false;
-    const inputs = [input];
+    // One image in the model's own layout; the service answers in it.
+    const inputs = [asImage(input, model)];
     try {
       const [den, enc, rec] = await Promise.all([
         api("POST", "/denoise", modelRef({ inputs })),
@@ -623,13 +677,17 @@
       clearErrors();
       state.lastInput = input;
       const [h, w] = imageShape(model);
-      renderPixels($("recon-canvas"), den.outputs[0], h, w, state.range[0], state.range[1], inkColor);
+      const denoised = asGrey(den.outputs[0], model);
+      renderPixels($("recon-canvas"), denoised, h, w, state.range[0], state.range[1], inkColor);
+      $("recon-canvas").dataset.values = JSON.stringify(denoised);
       state.lastCode = [enc.latents[0], enc.log_var ? enc.log_var[0] : null];
       state.lastGauge = [rec.errors[0], rec.threshold];
       renderCode(...state.lastCode);
       if (rec.feature_errors) {
-        const fe = rec.feature_errors[0];
+        // The squared error of each pixel, answered in the image's shape (mean over channels).
+        const fe = asGrey(rec.feature_errors[0], model);
         renderPixels($("errmap-canvas"), fe, h, w, 0, Math.max(...fe, 1e-12), heatColor);
+        $("errmap-canvas").dataset.values = JSON.stringify(fe);
       }
       renderScore(rec, 0);
       state.currentScores = [rec.errors[0]];
@@ -777,8 +835,10 @@
       const [h, w] = imageShape(model);
       const holder = $("samples");
       holder.replaceChildren();
-      for (const values of res.outputs) {
-        const canvas = el("canvas", { width: String(w * 8), height: String(h * 8), title: "use as input" });
+      for (const output of res.outputs) {
+        const values = asGrey(output, model);
+        const k = Math.max(1, Math.ceil(64 / Math.max(h, w)));
+        const canvas = el("canvas", { width: String(w * k), height: String(h * k), title: "use as input" });
         renderPixels(canvas, values, h, w, state.range[0], state.range[1], inkColor);
         canvas.addEventListener("click", () => {
           const [lo, hi] = state.range;
@@ -1427,7 +1487,8 @@
       scheduleUpdate();
     });
     $("noise-fill-btn").addEventListener("click", () => {
-      const n = state.model.input_dim;
+      const [h, w] = imageShape(state.model);
+      const n = h * w;
       setFinePixels(Array.from({ length: n }, () => Math.random()), 1);
     });
     $("noise-slider").addEventListener("input", () => {

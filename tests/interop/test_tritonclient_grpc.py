@@ -200,3 +200,23 @@ def test_grpc_unavailable_model_is_unavailable(tmp_path: object) -> None:
         triton.close()
     assert error.status() == "StatusCode.UNAVAILABLE"
     assert "failed to load" in error.message()
+
+
+def test_grpc_image_tensors_match_rest() -> None:
+    from tests.fixtures.make_shaped import SHAPED_MODELS
+
+    images = np.random.default_rng(5).uniform(0, 255, (3, 1, 4, 4)).round().astype(np.float32)
+    with LiveServer(SHAPED_MODELS, grpc=True) as live:
+        triton = grpcclient.InferenceServerClient(f"{live.host}:{live.grpc_port}")
+        try:
+            wanted = [grpcclient.InferRequestedOutput(n) for n in ("reconstruction", "error")]
+            result = triton.infer("tiny-image", [_input(images)], outputs=wanted)
+        finally:
+            triton.close()
+        rest = httpx.post(
+            f"{live.url}/reconstruction-error", json={"model": "tiny-image", "inputs": images.tolist()}
+        ).json()
+        denoised = httpx.post(f"{live.url}/denoise", json={"model": "tiny-image", "inputs": images.tolist()})
+    assert result.as_numpy("reconstruction").shape == (3, 1, 4, 4)  # the image shape it was sent in
+    np.testing.assert_allclose(result.as_numpy("reconstruction"), denoised.json()["outputs"], rtol=1e-5)
+    np.testing.assert_allclose(result.as_numpy("error"), rest["errors"], rtol=1e-5)

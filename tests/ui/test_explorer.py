@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 from selenium import webdriver
@@ -396,6 +397,83 @@ def test_explorer_scores_csv_rows_for_tabular_model(
         error = browser.find_element(By.ID, "error-banner")
         _wait(browser, "the row-length error", lambda d: error.is_displayed())
         assert "expects 4 per row" in error.text, error.text
+
+    severe = _severe_console_entries(browser)
+    assert not severe, "console errors:\n" + "\n".join(severe)
+
+
+@pytest.fixture(scope="module")
+def large_image_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A conv2d denoising model of 28x28 images (MNIST's size), trained here on digits scaled up to it."""
+    from sklearn.datasets import load_digits
+
+    from training.artifact import train_version
+    from training.config import TrainConfig
+    from training.data import Dataset
+
+    digits = load_digits().data[:300].reshape(-1, 8, 8)
+    images = np.zeros((300, 1, 28, 28), np.float32)
+    images[:, 0, 2:26, 2:26] = np.kron(digits, np.ones((3, 3))) * 255.0 / 16.0  # grey levels 0..255
+    out = tmp_path_factory.mktemp("models")
+    config = TrainConfig(variant="denoising", architecture="conv2d", latent_dim=16, hidden=(4, 8), steps=150)
+    train_version(
+        config, Dataset.of_images(images, "digits at 28x28"), out, "digits28-denoising", progress=False
+    )
+    return out
+
+
+def _canvas_values(driver: WebDriver, element_id: str) -> list[float]:
+    text = driver.find_element(By.ID, element_id).get_attribute("data-values")
+    assert text, f"#{element_id} shows no values"
+    values: list[float] = json.loads(text)
+    return values
+
+
+def test_explorer_image_view_draws_at_the_models_resolution(
+    browser: webdriver.Chrome, large_image_models_dir: Path
+) -> None:
+    name = "digits28-denoising"
+    _severe_console_entries(browser)  # drop what earlier pages logged
+    with _serve(large_image_models_dir) as url:
+        browser.get(url + "/ui/")
+        _wait(browser, "the model table", lambda d: d.find_elements(By.CSS_SELECTOR, "#models-body tr"))
+        _choose_model(browser, name)
+        summary = browser.find_element(By.ID, "explorer-summary").text
+        # The image's size and pixel range, as GET /models gives them.
+        assert "28\u00d728 images" in summary and "to 255" in summary, summary
+        assert browser.find_element(By.ID, "input-shape").text == "28\u00d728"
+        # Each canvas that shows one image holds a whole number of canvas pixels per model pixel.
+        for canvas_id in ("input-canvas", "recon-canvas", "errmap-canvas"):
+            size = browser.execute_script(
+                "const c = document.getElementById(arguments[0]); return [c.width, c.height];", canvas_id
+            )
+            assert size[0] == size[1] and size[0] % 28 == 0 and size[0] >= 28, (canvas_id, size)
+
+        _draw_zero(browser, browser.find_element(By.ID, "draw-canvas"))
+        clean = _settled_input(browser, None)
+        assert len(clean) == 28 * 28 and max(clean) > 128 and min(clean) == 0.0
+        browser.execute_script(
+            "const s = document.getElementById('noise-slider'); s.value = '0.3';"
+            "s.dispatchEvent(new Event('input'));"
+        )
+        noisy = _settled_input(browser, clean)
+        assert noisy != clean and all(0.0 <= v <= 255.0 for v in noisy)
+        assert _canvas_values(browser, "input-canvas") == noisy
+        assert _canvas_contrast(browser, "input-canvas") > 40, "the noisy input canvas is blank"
+        assert _canvas_contrast(browser, "errmap-canvas") > 40, "the error map is blank"
+
+        # Denoised image and error map are the service's answers for the image it was sent, in its shape.
+        image = np.asarray(noisy).reshape(28, 28).tolist()
+        denoised = _post(url, "/denoise", {"model": name, "inputs": [image]})["outputs"]
+        errors = _post(url, "/reconstruction-error", {"model": name, "inputs": [image], "per_feature": True})
+        assert np.shape(denoised) == np.shape(errors["feature_errors"]) == (1, 28, 28)
+        np.testing.assert_allclose(_canvas_values(browser, "recon-canvas"), np.ravel(denoised), rtol=1e-5)
+        np.testing.assert_allclose(
+            _canvas_values(browser, "errmap-canvas"), np.ravel(errors["feature_errors"]), rtol=1e-5, atol=1e-9
+        )
+        score, _ = _page_score(browser)
+        assert math.isclose(score, errors["errors"][0], rel_tol=1e-5, abs_tol=1e-9)
+        _screenshot(browser, "explorer-28x28")
 
     severe = _severe_console_entries(browser)
     assert not severe, "console errors:\n" + "\n".join(severe)

@@ -411,3 +411,30 @@ def test_image_tensors_over_v2_equal_rest(client: Any) -> None:
     rest = _ok(client.post("/reconstruction-error", json={"model": "tiny-image", "inputs": IMAGES.tolist()}))
     np.testing.assert_allclose(outputs["error"]["data"], rest["errors"], rtol=1e-6)
     assert outputs["reconstruction"]["shape"] == [3, 1, 4, 4]
+
+
+def test_npy_images_answer_an_npy_of_the_same_shape(client: Any) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, IMAGES[:2].astype(np.float32))  # (2, 4, 4): the model's (height, width)
+    r = client.post(
+        "/denoise?model=tiny-image",
+        content=buffer.getvalue(),
+        headers={"content-type": "application/x-npy", "accept": "application/x-npy"},
+    )
+    assert r.status_code == 200, r.text
+    answer = np.load(io.BytesIO(r.content))
+    as_json = _ok(client.post("/denoise", json={"model": "tiny-image", "inputs": IMAGES[:2].tolist()}))
+    assert answer.shape == (2, 4, 4)
+    np.testing.assert_allclose(answer, as_json["outputs"], rtol=1e-5)
+
+
+def test_decode_answers_a_png_when_asked(client: Any) -> None:
+    latents = [[0.1, -0.2]]
+    r = client.post(
+        "/decode", json={"model": "tiny-image", "latents": latents}, headers={"accept": "image/png"}
+    )
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(r.content)).size == (4, 4)
+    decoded = _ok(client.post("/decode", json={"model": "tiny-image", "latents": latents}))
+    expected = np.clip(np.asarray(decoded["outputs"][0]).reshape(4, 4), 0, 255)
+    np.testing.assert_allclose(np.asarray(Image.open(io.BytesIO(r.content)), np.float64), expected, atol=1.0)
