@@ -1,7 +1,8 @@
 """A real multi-node Ray cluster on this machine (a head and two worker nodes, as Ray's own tests build them),
 and the service in process, to hold bulk scoring's answers to.
 
-The cluster lives for this package's tests only, so the rest of the suite runs without Ray's processes.
+Each test module gets a cluster of its own, so that the rest of the suite runs without Ray's processes and no
+module's jobs (their actors, their shuffles' state) are left in the next one's cluster.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ SERVICE_ROWS = 25_000
 """Rows per request to the service (its AE_MAX_BATCH_ROWS here)."""
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """Head (1 CPU) plus two worker nodes (2 CPUs each), this process connected as the driver."""
     with pytest.MonkeyPatch.context() as env:
