@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 import ray.data
+from ray.data.context import ShuffleStrategy
 
 from service.bulk.columns import (
     BULK_TASKS,
@@ -193,7 +194,11 @@ def score_dataset(
     compute = ray.data.ActorPoolStrategy(min_size=1, max_size=actors)
     kwargs = {"files": ray.put(ModelFiles.of(model)), "task": task, "options": chosen, "plan": plan}
     if plan.series_key is not None:
-        # As many shuffle partitions as actors: Ray's default (200) is for far bigger clusters.
+        # The task-based sort shuffle: the default hash shuffle runs its aggregators as long-lived actors,
+        # which can wait for ever for the CPUs that the scoring actors hold on a small cluster. Its tasks
+        # release their CPU when done. As many partitions as actors: Ray's default (200) is for far bigger
+        # clusters.
+        ds.context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
         return ds.groupby(plan.series_key, num_partitions=actors).map_groups(
             SeriesScorer, compute=compute, batch_format="pyarrow", fn_constructor_kwargs=kwargs, num_cpus=1
         )
