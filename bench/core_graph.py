@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| graph | batch 1 ms | batch 64 ms |\n|---|---|---|")
     for role in ("core", "model"):
         graph = metadata.graphs[role]
-        session = ort.InferenceSession(str(args.model / graph.path), options, providers=["CPUExecutionProvider"])
+        path = str(args.model / graph.path)
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         b1, b64 = (best_ms(session, graph.inputs[0], x[:n]) for n in (1, 64))
         print(f"| {graph.path} | {b1:.3f} | {b64:.3f} |")
     return 0
