@@ -255,7 +255,8 @@ class OnnxModel:
         return list(self._model_outputs)
 
     def run_model(self, x: Float32Array, outputs: Sequence[str] | None = None) -> dict[str, Float32Array]:
-        """x (batch, *sample_shape) -> the fused graph's `outputs` (default all) by name; only those run."""
+        """x (batch, *sample_shape) -> the fused graph's `outputs` (default all) by name, from `core` when it
+        has them all."""
         self._check(x, self.sample_shape, "inputs")
         names = list(outputs) if outputs is not None else self._model_outputs
         return dict(zip(names, self._fused(names).run(names, {self._model_in: x}), strict=True))

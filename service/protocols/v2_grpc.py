@@ -149,9 +149,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def _model(self, name: str, version: str) -> OnnxModel:
         model = self.state.registry.get(name, _version(version))
-        _RESOLVED.get()[0] = (
-            model.metadata.name
-        )  # a loaded model's name: the metric's label set stays bounded
+        # A loaded model's name, not the request's: the metric's label set stays bounded.
+        _RESOLVED.get()[0] = model.metadata.name
         return model
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
