@@ -258,6 +258,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lambda app: _lifespan(app, settings, keys, metrics, gate),
         docs_url=None,
         redoc_url=None,
+        telemetry=None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     # The task routes first: they are matched soonest (each route tried costs every request).
     app.router.routes[0:0] = [*rest.router.routes, *v2_http.router.routes, *rest_models.router.routes]
