@@ -4,14 +4,15 @@ SKAB's protocol: for each of its 34 labelled experiments, train on the first 400
 on the rest; point-wise F1, false-alarm rate (FAR: the share of normal test points flagged) and missed-alarm
 rate (MAR: the share of anomalous test points not flagged), over all experiments' test points together.
 
-Each experiment's first 400 rows go to `python -m training train` as a file, with only what says how to read
-it (`--time-column datetime --drop-columns anomaly,changepoint`): the window, the step rule, the model and its
+Each experiment's first 400 rows go to `python -m training train` as a file, with only what says how to
+read it (`--time-column datetime --drop-columns anomaly,changepoint`) and that all 400 rows train
+(`--test-every 0`, the protocol's split): the window, the step rule, the centred channels, the model and its
 calibration are the CLI's defaults for a series. The test rows are then scored through the service's core
 (`service.core`: the series cut into windows and each step scored exactly as `/reconstruction-error` does),
 and a step is flagged where the service flags it, at the model's default threshold.
 
     .venv/bin/python bench/skab.py --data ../shared/data/skab [--variants plain] [--flat] [--only 4]
-        [--train-flags "--window 32"] [--out artifacts/skab]
+        [--train-flags "--window 32"] [--out artifacts/skab] [--jobs 2]
 
 `--flat` also runs the windowless baseline: the same rows read as independent rows (`--kind rows`), an MLP
 over one time step, as SKAB's "Vanilla AE". Results: a Markdown table beside SKAB's leaderboard, and one JSON
@@ -28,12 +29,14 @@ import shlex
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from sklearn.metrics import roc_auc_score
 
 from service.core.inputs import from_array
 from service.core.runtime import OnnxModel
@@ -97,7 +100,11 @@ class Experiment:
     name: str
     method: str
     counts: Counts
+    auroc: float
+    """Of the test steps' scores against their labels: how well they rank, whatever the threshold."""
     threshold: float
+    at_margins: dict[str, Counts]
+    """The counts at multiples of the default threshold (`--margins`), by multiple."""
     window: int | None
     step_score: str | None
     train_seconds: float
@@ -123,13 +130,24 @@ def _train(argv: list[str]) -> float:
 
 
 def _flags(path: Path, model: str, flat: bool) -> list[str]:
+    # The protocol trains on all of the first 400 rows: no test part held out of them (`--test-every 0`).
     if flat:
-        return ["--kind", "rows", "--drop-columns", ",".join([TIME_COLUMN, *LABELS]), "--architecture", "mlp"]
-    return ["--time-column", TIME_COLUMN, "--drop-columns", ",".join(LABELS)]
+        return [
+            "--kind", "rows", "--drop-columns", ",".join([TIME_COLUMN, *LABELS]), "--architecture", "mlp",
+            "--test-every", "0",
+        ]  # fmt: skip
+    return ["--time-column", TIME_COLUMN, "--drop-columns", ",".join(LABELS), "--test-every", "0"]
 
 
 def run_experiment(
-    path: Path, root: Path, variant: str, flat: bool, flags: list[str], work: Path, scores: Path | None
+    path: Path,
+    root: Path,
+    variant: str,
+    flat: bool,
+    flags: list[str],
+    work: Path,
+    scores: Path | None,
+    margins: tuple[float, ...] = (),
 ) -> Experiment:
     table = read_table(path)
     assert table.names is not None, f"{path}: expected a header row"
@@ -150,6 +168,8 @@ def run_experiment(
     answer = Call(TASKS["reconstruction_error"], onnx, ScoreOptions(), samples).run_now()
     flagged = np.asarray(answer.tensors["anomalies"], dtype=bool)
     assert flagged.shape == truth.shape, (flagged.shape, truth.shape)
+    errors = np.asarray(answer.tensors["errors"], dtype=np.float64)
+    threshold = float(answer.facts["threshold"])
     if scores is not None:
         scores.mkdir(parents=True, exist_ok=True)
         np.savez(scores / f"{model}.npz", errors=answer.tensors["errors"], truth=truth)
@@ -157,27 +177,34 @@ def run_experiment(
         name=name,
         method=f"{variant}{' (flat MLP, windowless)' if flat else ''}",
         counts=Counts().add(flagged, truth),
-        threshold=float(answer.facts["threshold"]),
+        auroc=float(roc_auc_score(truth, errors)),
+        threshold=threshold,
+        at_margins={f"{m:g}": Counts().add(errors > m * threshold, truth) for m in margins},
         window=meta.series.window if meta.series else None,
         step_score=meta.series.step_score if meta.series else None,
         train_seconds=seconds,
     )
 
 
+def _run(job: tuple[Path, Path, str, bool, list[str], Path, Path | None, tuple[float, ...]]) -> Experiment:
+    return run_experiment(*job)
+
+
 def table(results: dict[str, list[Experiment]]) -> str:
     lines = [
-        "| method | F1 | FAR % | MAR % | train s per experiment (median) |",
-        "|---|---|---|---|---|",
+        "| method | F1 | FAR % | MAR % | mean AUROC | train s per experiment (median) |",
+        "|---|---|---|---|---|---|",
     ]
     for method, runs in results.items():
         total = Counts()
         for run in runs:
             total += run.counts
         seconds = float(np.median([r.train_seconds for r in runs]))
-        figures = f"{total.f1:.2f} | {total.far:.2f} | {total.mar:.2f} | {seconds:.0f}"
+        auroc = float(np.mean([r.auroc for r in runs]))
+        figures = f"{total.f1:.2f} | {total.far:.2f} | {total.mar:.2f} | {auroc:.3f} | {seconds:.0f}"
         lines.append(f"| **{method}** (this project) | {figures} |")
     for method, f1, far, mar in LEADERBOARD:
-        lines.append(f"| {method} (SKAB leaderboard) | {f1:.2f} | {far:.2f} | {mar:.2f} | |")
+        lines.append(f"| {method} (SKAB leaderboard) | {f1:.2f} | {far:.2f} | {mar:.2f} | | |")
     return "\n".join(lines)
 
 
@@ -205,37 +232,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-flags", default="", help="extra flags for every `training train` run")
     parser.add_argument("--out", type=Path, default=Path("artifacts/skab"))
     parser.add_argument("--keep-scores", action="store_true", help="save each experiment's per-step scores")
+    parser.add_argument("--jobs", type=int, default=1, help="experiments trained at once (one core each)")
+    parser.add_argument(
+        "--margins",
+        default="",
+        help="also count the flags at these multiples of each model's default threshold, e.g. 1.25,1.5,2",
+    )
     args = parser.parse_args(argv)
     files = experiments(args.data)[:: args.only or 1]
     flags = shlex.split(args.train_flags)
+    margins = tuple(float(m) for m in args.margins.split(",") if m.strip())
     args.out.mkdir(parents=True, exist_ok=True)
     runs = [(v, False) for v in args.variants] + ([("plain", True)] if args.flat else [])
     results: dict[str, list[Experiment]] = {}
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log = args.out / f"skab-{stamp}.jsonl"
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="skab-") as tmp:
-        for variant, flat in runs:
-            for path in files:
-                result = run_experiment(
-                    path,
-                    args.data,
-                    variant,
-                    flat,
-                    flags,
-                    Path(tmp),
-                    args.out / "scores" if args.keep_scores else None,
-                )
-                results.setdefault(result.method, []).append(result)
-                c = result.counts
-                print(
-                    f"{result.method:>10} {result.name:<12} FAR {100 * c.fp / max(1, c.fp + c.tn):5.1f}% "
-                    f"MAR {100 * c.fn / max(1, c.fn + c.tp):5.1f}%  window {result.window} "
-                    f"train {result.train_seconds:.0f}s",
-                    flush=True,
-                )
-                with log.open("a") as handle:
-                    handle.write(json.dumps({**asdict(result), "flags": flags}) + "\n")
+    with tempfile.TemporaryDirectory(prefix="skab-") as tmp, ProcessPoolExecutor(max(1, args.jobs)) as pool:
+        scores = args.out / "scores" if args.keep_scores else None
+        work = [
+            (path, args.data, variant, flat, flags, Path(tmp), scores, margins)
+            for variant, flat in runs
+            for path in files
+        ]
+        for result in pool.map(_run, work):
+            results.setdefault(result.method, []).append(result)
+            c = result.counts
+            print(
+                f"{result.method:>10} {result.name:<12} FAR {100 * c.fp / max(1, c.fp + c.tn):5.1f}% "
+                f"MAR {100 * c.fn / max(1, c.fn + c.tp):5.1f}%  AUROC {result.auroc:.3f}  "
+                f"window {result.window} "
+                f"train {result.train_seconds:.0f}s",
+                flush=True,
+            )
+            with log.open("a") as handle:
+                handle.write(json.dumps({**asdict(result), "flags": flags}) + "\n")
     print()
     print(
         f"SKAB, {len(files)} experiments, flags: {' '.join(flags) or '(CLI defaults)'}, "
@@ -244,6 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     for method, method_runs in results.items():
         print(verdict(method, method_runs))
+        for margin in margins:
+            total = Counts()
+            for run in method_runs:
+                total += run.at_margins[f"{margin:g}"]
+            print(
+                f"  at {margin:g} x the default threshold: F1 {total.f1:.3f}, FAR {total.far:.2f}%, "
+                f"MAR {total.mar:.2f}%"
+            )
     return 0
 
 

@@ -70,7 +70,7 @@ InputKind = Literal["rows", "series", "image"]
 ScoreName = str
 """An anomaly score's name, e.g. `mse` or `neg_elbo`: letters, digits and `_`."""
 SCORE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
-StepScore = Literal["last", "window_mean", "covering_mean"]
+StepScore = Literal["last", "window_mean", "covering_mean", "covering_max"]
 """How a series model makes one time step's score from its windows' per-step errors (see `SeriesSpec`)."""
 
 SCORE_OUTPUTS: dict[ScoreName, str] = {"mse": "error", "neg_elbo": "neg_elbo"}
@@ -113,6 +113,14 @@ class Normalisation(_Strict):
     """Strictly positive; a constant feature gets a scale of 1 rather than 0."""
     clip: float | None = Field(default=None, gt=0)
     """When set, normalised values are clipped to [-clip, clip] before the network (baked into the graphs)."""
+    centred: list[int] = Field(default_factory=list)
+    """Series: the channels (indices) read level-free. After the affine map each window's mean on such a
+    channel is replaced by `level` (the channel's training mean, normalised), and the fused graph adds the
+    window's own mean back to the reconstruction, so the network and the error see the channel's shape
+    within the window and not its level: a slow drift (a temperature) raises no error. The decoder graph,
+    given only a code, answers such channels at their training level."""
+    level: list[float] = Field(default_factory=list)
+    """The normalised training mean of each `centred` channel, in the same order."""
 
     @model_validator(mode="after")
     def _check(self) -> Normalisation:
@@ -120,6 +128,11 @@ class Normalisation(_Strict):
             raise ValueError("normalisation offset and scale must have the same length")
         if any(not s > 0 for s in self.scale):
             raise ValueError("normalisation scale must be strictly positive")
+        if len(self.level) != len(self.centred):
+            raise ValueError("normalisation level must have one entry per centred channel")
+        channels = len(self.offset)
+        if any(not 0 <= c < channels for c in self.centred) or len(set(self.centred)) < len(self.centred):
+            raise ValueError("normalisation centred channels must be distinct channel indices")
         return self
 
 
@@ -234,6 +247,12 @@ class SeriesSpec(_Strict):
       Causal too, smoother, later to react.
     - ``covering_mean``: the mean of t's errors over every window that covers it (not causal: the last
       window - 1 steps of a series change as more arrive).
+    - ``covering_max``: the largest mean error of the windows that cover t: a step is as anomalous as the
+      worst window it is part of, so a flagged stretch covers every step of an anomalous window (not
+      causal; a step's score only rises as more steps arrive, and is final window - 1 steps later).
+
+    A reconstruction (`/denoise`) is answered per step by the value the step has in the window ending at it
+    under the causal rules, and by its mean over the windows covering it under the others.
     """
 
     window: int = Field(ge=2)

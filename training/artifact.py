@@ -23,7 +23,6 @@ from service.contract import (
     GraphFile,
     InputKind,
     ModelMetadata,
-    Normalisation,
     ScoreCalibration,
     ScoreName,
     SeriesSpec,
@@ -49,6 +48,7 @@ from training.objectives import OBJECTIVES, Autoencoder
 from training.scoring import run_graph
 from training.series import (
     SeriesParts,
+    centred_channels,
     per_position,
     series_folds,
     split_series,
@@ -187,6 +187,8 @@ class Layout:
     architecture: str
     channel_axis: int
     shared: bool
+    centred: tuple[int, ...] = ()
+    """Series: the channels read level-free (`service.contract.Normalisation.centred`)."""
 
 
 def fit(
@@ -194,7 +196,9 @@ def fit(
 ) -> Fitted:
     """Normalise, train and attach a memory bank of the normalised training samples (no combination yet)."""
     assert config.normalisation is not None, "resolve the configuration first"
-    normaliser = Normaliser.fit(x_train, config.normalisation, layout.shared, layout.channel_axis)
+    normaliser = Normaliser.fit(
+        x_train, config.normalisation, layout.shared, layout.channel_axis, layout.centred
+    )
     validation = None if x_val is None or not len(x_val) else normaliser.transform(x_val)
     result = train_model(config, normaliser.transform(x_train), validation, progress, layout.kind)
     in_bank = bank_rows(len(x_train), math.prod(x_train.shape[1:]), config.seed)
@@ -328,7 +332,14 @@ def train_version(
     x_train, x_val, x_test = parts.train, parts.validation, parts.test
     series = dataset.series.model_copy(update={"step_score": config.step_score}) if dataset.series else None
     shared = dataset.shares_units if config.shared_scale is None else config.shared_scale
-    layout = Layout(dataset.kind, architecture, body.channel_axis, shared)
+    centred: tuple[int, ...] = ()
+    if series is not None:
+        centred = centred_channels(x_train, config.centred_channels, dataset.feature_names)
+        labels = dataset.feature_names or [str(i) for i in range(series.channels)]
+        config = replace(config, centred_channels=tuple(labels[i] for i in centred))
+    elif config.centred_channels:
+        raise DataError("--centred-channels is for a series (channels read level-free within each window)")
+    layout = Layout(dataset.kind, architecture, body.channel_axis, shared, centred)
 
     # Out-of-fold (or validation) scores per sample, and (a series) per step: what calibrates.
     held_out: dict[str, npt.NDArray[np.float64]]
@@ -476,11 +487,7 @@ def train_version(
             generative=inner.generative,
             graphs=graphs,
             opset=OPSET,
-            normalisation=Normalisation(
-                kind=normaliser.kind,
-                offset=normaliser.offset.ravel().tolist(),
-                scale=normaliser.scale.ravel().tolist(),
-            ),
+            normalisation=normaliser.record(),
             scores=list(model.scores),
             score_outputs={s: score_output(s) for s in model.scores},
             default_score=default,

@@ -54,10 +54,14 @@ class TrainConfig:
     """One offset and scale for all values (they share units, like pixels); None -> True for image data."""
     false_alarm_rate: float = 0.01
     """Target false-alarm rate of the default anomaly threshold (per time step for a series)."""
-    step_score: StepScore = "window_mean"
+    step_score: StepScore = "covering_max"
     """Series: how a time step's score is made from the windows covering it (`service.contract.SeriesSpec`);
-    the causal mean of the window ending at the step unless asked otherwise (docs/time-series.md compares
-    the rules)."""
+    the worst mean error of the windows covering the step unless asked otherwise (it ranked SKAB's long faults
+    best; short faults close together rank better under covering_mean or last: docs/time-series.md)."""
+    centred_channels: tuple[str, ...] | None = None
+    """Series: the channels read level-free (`service.contract.Normalisation.centred`), by name (index for
+    unnamed channels); empty: none; None -> chosen from the data (`training.series.centred_channels`), and
+    recorded as chosen."""
     seed: int = 0
     threads: int = 1
     """torch intra-op threads; one is fastest for these small networks."""
@@ -68,4 +72,6 @@ class TrainConfig:
         """A JSON-ready dict (tuples become lists)."""
         data = asdict(self)
         data["hidden"] = list(self.hidden) if self.hidden is not None else None
+        if self.centred_channels is not None:
+            data["centred_channels"] = list(self.centred_channels)
         return data

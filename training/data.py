@@ -536,21 +536,33 @@ class Normaliser:
     `offset` and `scale` have one entry per index of the sample's channel axis and broadcast over the others:
     (features,) for rows, (1, channels) for series windows (the same over time), (channels, 1, 1) for
     channels-first images.
+
+    Series windows (n, window, channels) may have centred channels (`service.contract.Normalisation`):
+    `centred` is 1 on those and 0 elsewhere, `level` their normalised training mean (0 elsewhere), both
+    (1, channels); after the affine map a window's mean on a centred channel is replaced by its level.
     """
 
     kind: NormalisationKind
     offset: Array
     scale: Array
+    centred: Array | None = None
+    level: Array | None = None
 
     @classmethod
     def fit(
-        cls, x: Array, kind: NormalisationKind, shared: bool = False, channel_axis: int = -1
+        cls,
+        x: Array,
+        kind: NormalisationKind,
+        shared: bool = False,
+        channel_axis: int = -1,
+        centred: Sequence[int] = (),
     ) -> Normaliser:
         """Fit on training samples (n, *sample_shape), one offset and scale per index of `channel_axis`
         (an axis of the sample); a constant one gets a scale of 1 so it never divides by zero.
 
         `shared` fits one offset and scale for all values, for values in the same units (image pixels):
-        per-pixel scaling would blow up a border pixel that is almost always blank.
+        per-pixel scaling would blow up a border pixel that is almost always blank. `centred` names the
+        channels of series windows (n, window, channels) read level-free.
         """
         shape = stat_shape(x.shape[1:], channel_axis)
         keep = 1 + channel_axis % (x.ndim - 1)  # the channel axis of `x`
@@ -572,7 +584,15 @@ class Normaliser:
         # Relative to the value's magnitude, so a feature like 1e6 +- 1e-3 is not declared constant.
         tiny = spread <= 1e-8 * np.maximum(1.0, np.abs(offset))
         scale = np.where(tiny, 1.0, spread)
-        return cls(kind, offset.astype(np.float32), scale.astype(np.float32))
+        affine = cls(kind, offset.astype(np.float32), scale.astype(np.float32))
+        if not centred:
+            return affine
+        if x.ndim != 3 or channel_axis not in (-1, 1):
+            raise ValueError("only series windows (n, window, channels) have centred channels")
+        mask = np.zeros((1, x.shape[2]), np.float32)
+        mask[0, list(centred)] = 1.0
+        level = affine.transform(x).astype(np.float64).mean(axis=(0, 1)).reshape(1, -1) * mask
+        return replace(affine, centred=mask, level=level.astype(np.float32))
 
     @classmethod
     def of(cls, normalisation: Normalisation, sample_shape: Sequence[int], channel_axis: int) -> Normaliser:
@@ -584,12 +604,43 @@ class Normaliser:
             # One entry per channel, or a single one shared by all.
             return np.broadcast_to(entries.reshape(shape if entries.size > 1 else ()), shape).copy()
 
-        return cls(normalisation.kind, shaped(normalisation.offset), shaped(normalisation.scale))
+        affine = cls(normalisation.kind, shaped(normalisation.offset), shaped(normalisation.scale))
+        if not normalisation.centred:
+            return affine
+        mask, level = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+        mask[0, normalisation.centred] = 1.0
+        level[0, normalisation.centred] = normalisation.level
+        return replace(affine, centred=mask, level=level)
+
+    def record(self) -> Normalisation:
+        """The metadata's record of this normaliser."""
+        centred = [] if self.centred is None else np.flatnonzero(self.centred.ravel()).tolist()
+        level = [] if self.level is None else self.level.ravel()[centred].tolist()
+        return Normalisation(
+            kind=self.kind,
+            offset=self.offset.ravel().tolist(),
+            scale=self.scale.ravel().tolist(),
+            centred=centred,
+            level=level,
+        )
+
+    def shift(self, affine: Array) -> Array:
+        """What centring subtracts from affine-normalised windows `affine` (n, window, channels): each centred
+        channel's window mean less its level, (n, 1, channels); zeros without centred channels."""
+        if self.centred is None or self.level is None:
+            return np.zeros((len(affine), *([1] * (affine.ndim - 1))), np.float32)
+        shift: Array = (self.centred * (affine.mean(axis=1, keepdims=True) - self.level)).astype(np.float32)
+        return shift
 
     def transform(self, x: Array) -> Array:
-        return ((x - self.offset) / self.scale).astype(np.float32)
+        affine = ((x - self.offset) / self.scale).astype(np.float32)
+        return affine if self.centred is None else (affine - self.shift(affine)).astype(np.float32)
 
-    def inverse(self, x: Array) -> Array:
+    def inverse(self, x: Array, like: Array | None = None) -> Array:
+        """Normalised samples back to raw units; with centred channels, at the levels of the raw samples
+        `like` (each window its own), else at the training level."""
+        if self.centred is not None and like is not None:
+            x = x + self.shift(((like - self.offset) / self.scale).astype(np.float32))
         return (x * self.scale + self.offset).astype(np.float32)
 
 

@@ -6,7 +6,8 @@ Each rule is justified by a measurement in `docs/tabular.md` (the development be
   scored lower there), one shared min-max range for images (pixels share units);
 - latent width: a quarter of a table's width, at least 1 (an as-wide code lets a linear model copy its
   input); for images the variant's own default, and never as wide as the input;
-- step budget: the variant's default, less for small tables, whose few rows are seen often enough sooner;
+- step budget: the variant's default, less for small tables and short series, whose few samples are seen
+  often enough sooner;
 - on a body where an objective measured better with other defaults (`BODY_TUNED`: code width, capacity,
   step budget, its own hyper-parameters), those, each measured in `docs/images.md`;
 - calibration: cross-fitting with `CROSS_FIT_FOLDS` folds when there are fewer than `CROSS_FIT_MAX_ROWS`
@@ -30,6 +31,8 @@ __all__ = [
     "CROSS_FIT_FOLDS",
     "CROSS_FIT_MAX_ROWS",
     "EVERY_VARIANT",
+    "SMALL_SERIES_STEPS",
+    "SMALL_SERIES_WINDOWS",
     "SMALL_TABLE_ROWS",
     "Tuned",
     "default_score",
@@ -45,6 +48,10 @@ CROSS_FIT_MAX_ROWS = 4000
 SMALL_TABLE_ROWS = 1000
 SMALL_TABLE_STEPS = 3000
 TABLE_LATENT_FRACTION = 0.25
+# A series with fewer windows than this trains for SMALL_SERIES_STEPS gradient steps: on SKAB's 400-step
+# training parts (about 350 windows) 3000 steps ranked no better than 1000 (docs/time-series.md).
+SMALL_SERIES_WINDOWS = 1000
+SMALL_SERIES_STEPS = 1000
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,7 @@ def resolve(
     each of `n_features` values, read by `body` (its `BODY_TUNED` entries); explicit choices are kept."""
     table = kind == "rows"
     small = table and n_rows < SMALL_TABLE_ROWS
+    short = kind == "series" and n_rows < SMALL_SERIES_WINDOWS
     tuned = tuned_for(body, config.variant) if body is not None else Tuned()
     variant_latent, variant_steps = tuned.latent_dim or variant_latent, tuned.steps or variant_steps
     return dataclasses.replace(
@@ -115,7 +123,14 @@ def resolve(
         latent_dim=config.latent_dim or latent_width(n_features, table, variant_latent),
         hidden=config.hidden if config.hidden is not None else tuned.hidden,
         hparams={**tuned.hparams, **config.hparams},
-        steps=config.steps or (min(variant_steps, SMALL_TABLE_STEPS) if small else variant_steps),
+        steps=config.steps
+        or (
+            min(variant_steps, SMALL_TABLE_STEPS)
+            if small
+            else min(variant_steps, SMALL_SERIES_STEPS)
+            if short
+            else variant_steps
+        ),
         normalisation=config.normalisation or ("standard" if table else "minmax"),
         folds=(
             config.folds

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from service.contract import SCORE_OUTPUTS, GraphFile, GraphRole, ScoreName
 from training.data import Array, Normaliser
-from training.memory import ScoredModel
+from training.memory import COMBINED_SCORE, ScoredModel
 from training.objectives import Autoencoder
 
 __all__ = ["OPSET", "ExportError", "GraphSpec", "export_graphs", "graph_modules", "score_output", "sha256"]
@@ -62,11 +62,27 @@ class _Normalised(nn.Module):
         self.register_buffer("scale", torch.from_numpy(normaliser.scale.copy()))
         self.offset: Tensor
         self.scale: Tensor
+        # Series with centred channels: (1, channels) each (`training.data.Normaliser`).
+        self.centring = normaliser.centred is not None and normaliser.level is not None
+        if self.centring:
+            assert normaliser.centred is not None and normaliser.level is not None
+            self.register_buffer("centred", torch.from_numpy(normaliser.centred.copy()))
+            self.register_buffer("level", torch.from_numpy(normaliser.level.copy()))
+        self.centred: Tensor
+        self.level: Tensor
+
+    def normalise(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(normalised samples, the shift centring subtracted (batch, 1, channels), or None)."""
+        affine = (x - self.offset) / self.scale  # (batch, *input_shape)
+        if not self.centring:
+            return affine, None
+        shift = self.centred * (affine.mean(dim=1, keepdim=True) - self.level)  # (batch, 1, channels)
+        return affine - shift, shift
 
 
 class EncoderGraph(_Normalised):
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        return self.model.encode_outputs((x - self.offset) / self.scale)  # each (batch, latent_dim)
+        return self.model.encode_outputs(self.normalise(x)[0])  # each (batch, latent_dim)
 
 
 class DecoderGraph(_Normalised):
@@ -76,13 +92,14 @@ class DecoderGraph(_Normalised):
 
 class FusedGraph(_Normalised):
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        normalised = (x - self.offset) / self.scale  # (batch, *input_shape)
+        normalised, shift = self.normalise(x)  # (batch, *input_shape)
         codes = self.model.encode_outputs(normalised)
         reconstruction = self.model.decode(codes[0])  # (batch, *input_shape), decoded from the mean code
         feature_errors = (reconstruction - normalised) ** 2  # (batch, *input_shape)
         error = feature_errors.mean(dim=tuple(range(1, feature_errors.ndim)))  # (batch,)
         extra = self.model.extra_scores(normalised, codes, reconstruction)
-        return (*codes, reconstruction * self.scale + self.offset, feature_errors, error, *extra)
+        raw = (reconstruction if shift is None else reconstruction + shift) * self.scale + self.offset
+        return (*codes, raw, feature_errors, error, *extra)
 
 
 @dataclass(frozen=True)
@@ -144,6 +161,13 @@ def _export_one(spec: GraphSpec, example: Tensor, path: Path) -> None:
     onnx.save(graph, str(path))
 
 
+def _log_unit(spec: GraphSpec) -> float:
+    """How many log-score units one unit of the combined score is: its smallest spread."""
+    scored = getattr(spec.module, "model", None)
+    combination = scored.combination if isinstance(scored, ScoredModel) else None
+    return 1.0 if combination is None else float(combination.spread.min())
+
+
 def check_parity(spec: GraphSpec, path: Path, probe: Tensor, normaliser: Normaliser) -> float:
     """Largest difference between ONNX Runtime and torch on `probe`, per value in the normalised space,
     relative to the value where it exceeds 1, beyond one float32 spacing of a raw value; raises ExportError
@@ -166,6 +190,11 @@ def check_parity(spec: GraphSpec, path: Path, probe: Tensor, normaliser: Normali
             diff, rounding = diff / normaliser.scale, spacing / normaliser.scale
             ref = (ref - normaliser.offset) / normaliser.scale
         magnitude = np.maximum(1.0, np.abs(ref))
+        if name == COMBINED_SCORE:
+            # A mean of log scores over their spreads: compared in log-score units, as the scores it
+            # combines are (a float32 difference of 1e-6 in a log, over a spread of 0.05, is 2e-5 here).
+            diff, rounding = diff * _log_unit(spec), rounding * _log_unit(spec)
+            magnitude = np.maximum(1.0, np.abs(ref) * _log_unit(spec))
         error = np.maximum(diff - rounding, 0.0) / magnitude  # (n, ...) per value
         if error.size and float(error.max()) > PARITY_ATOL:
             at = np.unravel_index(int(np.argmax(error)), error.shape)

@@ -29,10 +29,12 @@ from training.crossfit import FoldPlan, fold_plan
 from training.data import Array, DataError, DataOptions, Dataset
 
 __all__ = [
+    "CENTRE_BELOW",
     "MAX_WINDOW_FRACTION",
     "MIN_WINDOW",
     "Gaps",
     "SeriesParts",
+    "centred_channels",
     "choose_window",
     "find_gaps",
     "parse_times",
@@ -43,12 +45,18 @@ __all__ = [
     "step_scores",
     "window_end_scores",
     "windows_of",
+    "within_window_share",
 ]
 
 MIN_WINDOW = 8
 # The chosen window is at most this share of the training steps, so that each contiguous fold still trains
 # on windows of its own after the gaps beside the block it scores.
 MAX_WINDOW_FRACTION = 1 / 8
+# A channel whose values vary within a window by less than this share of their variance over the whole
+# training part is read level-free by default: its level moves mostly from window to window (a drift, a
+# slow temperature), so a level the training part never reached says little about the process
+# (docs/time-series.md).
+CENTRE_BELOW = 0.5
 
 
 def parse_times(cells: Sequence[str], column: str, source: str) -> npt.NDArray[np.float64]:
@@ -308,3 +316,31 @@ def series_dataset(
 
 def _names(names: Sequence[str] | None) -> tuple[str, ...] | None:
     return tuple(names) if names is not None else None
+
+
+def within_window_share(windows: Array) -> npt.NDArray[np.float64]:
+    """(channels,) how much of each channel's variance over the windows (n, window, channels) lies within a
+    window: the mean variance inside a window over the variance of all values (1 for a constant channel,
+    which has nothing to move)."""
+    values = windows.astype(np.float64)
+    total = values.var(axis=(0, 1))
+    inside = values.var(axis=1).mean(axis=0)
+    return np.where(total > 0, inside / np.where(total > 0, total, 1.0), 1.0)
+
+
+def centred_channels(
+    windows: Array, wanted: Sequence[str] | None, names: Sequence[str] | None
+) -> tuple[int, ...]:
+    """The channels to read level-free: `wanted` by name (or index, for unnamed channels; empty: none), else
+    (None) those whose within-window share of variance is below CENTRE_BELOW. DataError for a name that is
+    not a channel."""
+    labels = list(names) if names else [str(i) for i in range(windows.shape[2])]
+    if wanted is None:
+        return tuple(int(i) for i in np.flatnonzero(within_window_share(windows) < CENTRE_BELOW))
+    unknown = [w for w in wanted if w not in labels]
+    if unknown:
+        raise DataError(
+            f"--centred-channels: no channel {', '.join(map(repr, unknown))}; the channels are "
+            f"{', '.join(labels)}"
+        )
+    return tuple(sorted({labels.index(w) for w in wanted}))

@@ -29,7 +29,7 @@ import numpy as np
 
 from service.contract import ModelMetadata
 from service.core.runtime import Float32Array, OnnxModel
-from service.core.windows import cut_windows, to_steps
+from service.core.windows import cut_windows, to_steps, value_rule
 from service.errors import InvalidInputError, PayloadTooLargeError, quote
 
 __all__ = [
@@ -363,9 +363,10 @@ def _csv_cell(cell: str, column: str, line: int, is_time: bool) -> object:
 
 
 def step_values(
-    model: OnnxModel, samples: Samples, per_position: np.ndarray[Any, Any]
+    model: OnnxModel, samples: Samples, per_position: np.ndarray[Any, Any], scores: bool = True
 ) -> np.ndarray[Any, Any]:
-    """(n, window, ...) per-window, per-position values of a cut series -> (T, ...) by the model's rule."""
+    """(n, window, ...) per-window, per-position values of a cut series -> (T, ...): scores by the model's
+    rule, other values (a reconstruction) by the value rule that goes with it (`windows.value_rule`)."""
     spec = model.metadata.series
     assert spec is not None and samples.steps is not None
-    return to_steps(per_position, spec.step_score)
+    return to_steps(per_position, spec.step_score if scores else value_rule(spec.step_score))

@@ -165,6 +165,10 @@ def _encode_rows(model: OnnxModel, x: Float32Array) -> Rows:
     return encoded.latent, encoded.log_var
 
 
+_ENCODE_PLAN = RunPlan(_encode_rows, "encode")
+"""/encode's run, shared by the Open Inference Protocol's requests for codes alone (`_outputs_plan`)."""
+
+
 def _encode_answer(call: Call[NoOptions], rows: Rows) -> Answer:
     latent, log_var = rows
     tensors: dict[str, Any] = {"latents": latent}
@@ -186,7 +190,7 @@ def _outputs_as_sent(call: Call[Any], rows: Rows) -> Answer:
     assert outputs is not None and call.samples is not None
     samples = call.samples
     if samples.steps is not None:
-        return _answer(call, {"outputs": step_values(call.model, samples, outputs)})
+        return _answer(call, {"outputs": step_values(call.model, samples, outputs, scores=False)})
     return _answer(call, {"outputs": samples.as_sent(outputs)})
 
 
@@ -242,7 +246,9 @@ def _series_scores(call: Call[ScoreOptions], score: str, values: Any, per_value:
         if call.options.per_feature:
             out["feature_errors"] = step_values(model, samples, per_value)
     else:
-        newest = per_step[:, -1] if spec.step_score != "window_mean" else per_step.mean(axis=1)
+        # A window sent alone is the only one covering its newest step.
+        whole = spec.step_score in ("window_mean", "covering_max")
+        newest = per_step.mean(axis=1) if whole else per_step[:, -1]
         out["errors"] = newest.astype(np.float32)
         if call.options.per_feature:
             out["feature_errors"] = per_value
@@ -290,21 +296,20 @@ def _score_answer(call: Call[ScoreOptions], rows: Rows) -> Answer:
 # --- outputs (the Open Inference Protocol's view: graph outputs by name) ------------------------------------
 
 
+def _codes_only(model: OnnxModel, names: list[str]) -> bool:
+    return set(names) <= set(model.encoder_outputs)
+
+
 def _outputs_plan(model: OnnxModel, options: OutputsOptions) -> RunPlan:
     available = model.model_outputs
     names = list(options.outputs) or available
     unknown = [n for n in names if n not in available]
     if unknown:
         raise InvalidInputError(f"unknown outputs {unknown}; expected some of {available}")
-    if set(names) <= set(model.encoder_outputs):
-        # Codes alone need only the encoder graph, about half the fused graph's work.
-
-        def encode(m: OnnxModel, x: Float32Array) -> Rows:
-            encoded = m.encode(x)
-            by_name = {"latent": encoded.latent, "log_var": encoded.log_var}
-            return tuple(by_name[n] for n in names)
-
-        return RunPlan(encode, "encoder:" + ",".join(names))
+    if _codes_only(model, names):
+        # Codes alone need only the encoder graph, about half the fused graph's work: /encode's own run, so
+        # that concurrent requests for codes share a micro-batch whichever protocol they came by.
+        return _ENCODE_PLAN
 
     def run(m: OnnxModel, x: Float32Array) -> Rows:
         out = m.run_model(x, names)
@@ -315,6 +320,10 @@ def _outputs_plan(model: OnnxModel, options: OutputsOptions) -> RunPlan:
 
 def _outputs_answer(call: Call[OutputsOptions], rows: Rows) -> Answer:
     names = list(call.options.outputs) or call.model.model_outputs
+    if _codes_only(call.model, names):
+        latent, log_var = rows
+        by_name = {"latent": latent, "log_var": log_var}
+        return _answer(call, {n: by_name[n] for n in names})
     return _answer(call, {n: r for n, r in zip(names, rows, strict=True)})
 
 
@@ -328,7 +337,7 @@ _TASK_LIST: list[Task[Any]] = [
         "encode",
         "samples",
         NoOptions,
-        _fixed(_encode_rows, "encode"),
+        lambda model, options: _ENCODE_PLAN,
         _encode_answer,
         "Encode samples into latents (for a vae: the mean, plus log_var).",
     ),

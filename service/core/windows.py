@@ -4,7 +4,8 @@ One implementation for training and serving (numpy only, no torch, no web framew
 model was calibrated on are exactly the windows the service scores. A series is (T, channels); windows are
 cut at stride 1 when serving, so window i covers steps i .. i + window - 1 and there are T - window + 1 of
 them. `to_steps` turns any per-window, per-position value (errors, reconstructions) into one value per step
-by the model's `StepScore` rule (see `service.contract.SeriesSpec`).
+by a `StepScore` rule (see `service.contract.SeriesSpec`): scores by the model's rule, values that belong to
+one step (a reconstruction) by `value_rule` of it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,19 @@ import numpy.typing as npt
 
 from service.contract import StepScore
 
-__all__ = ["cut_windows", "step_count", "to_steps", "window_count"]
+__all__ = ["CAUSAL_RULES", "cut_windows", "step_count", "to_steps", "value_rule", "window_count"]
 
 Array = npt.NDArray[Any]
+
+CAUSAL_RULES: frozenset[StepScore] = frozenset({"last", "window_mean"})
+"""Rules under which a step's value never changes when later steps arrive."""
+
+
+def value_rule(rule: StepScore) -> StepScore:
+    """The rule for a value of each position (a reconstruction) under a model's score rule: its value in the
+    window ending at the step for a causal rule, the mean over the windows covering it otherwise (a window
+    mean or maximum would smear one step's value over its neighbours)."""
+    return "last" if rule in CAUSAL_RULES else "covering_mean"
 
 
 def window_count(steps: int, window: int, stride: int = 1) -> int:
@@ -67,4 +78,15 @@ def to_steps(values: Array, rule: StepScore) -> Array:
             total[j : j + n] += values[:, j]
             count[j : j + n] += 1
         return (total / count.reshape(-1, *([1] * (values.ndim - 2)))).astype(values.dtype)
-    raise ValueError(f"unknown step rule {rule!r}; expected last, window_mean or covering_mean")
+    if rule == "covering_max":
+        # Each window's means (n, *rest), ranked by their overall mean; step s takes the means of the
+        # highest-ranked window covering it (windows s - window + 1 .. s), so that the per-channel values of a
+        # step still average to its score.
+        means = values.mean(axis=1)
+        rank = means.reshape(n, -1).mean(axis=1)  # (n,)
+        padded = np.concatenate([np.full(window - 1, -np.inf), rank, np.full(window - 1, -np.inf)])
+        covering = np.lib.stride_tricks.sliding_window_view(padded, window)  # (n + window - 1, window)
+        best = np.argmax(covering, axis=1) + np.arange(n + window - 1) - (window - 1)  # a window index
+        worst: Array = means[best]
+        return worst
+    raise ValueError(f"unknown step rule {rule!r}; expected last, window_mean, covering_mean or covering_max")

@@ -161,6 +161,7 @@ def bad_files(tmp_path: Path) -> Path:
     (tmp_path / "ragged.csv").write_text("1,2\n3\n" + "1,2\n" * 20)
     (tmp_path / "latin1.csv").write_bytes(b"poids,taille\n" + b"1,2\n" * 20 + b"3,\xb5\n")
     np.save(tmp_path / "ok.npy", rows)
+    np.save(tmp_path / "steps.npy", np.sin(np.arange(240) / 5.0)[:, None] * [1.0, 2.0])  # a series (240, 2)
     np.save(tmp_path / "images.npy", np.zeros((20, 6, 6)))
     np.save(tmp_path / "bands.npy", np.zeros((20, 6, 4, 4)))
     (tmp_path / "dupes.csv").write_text("a,a,b\n" + "1,2,3\n" * 20)
@@ -189,6 +190,12 @@ def bad_files(tmp_path: Path) -> Path:
         (["--data", "{d}/data.txt"], "expected one of"),
         (["--data", "{d}/ok.npy", "--folds", "1"], "--folds must be 0"),
         (["--data", "{d}/dupes.csv"], "header names ['a'] repeat"),
+        (["--data", "{d}/ok.npy", "--centred-channels", "0"], "--centred-channels is for a series"),
+        (
+            ["--data", "{d}/steps.npy", "--window", "8", "--centred-channels", "c"],
+            "no channel 'c'; the channels",
+        ),
+        (["--data", "{d}/ok.npy", "--centred-channels", "a,,b"], "expected comma-separated non-empty names"),
     ],
 )
 def test_cli_bad_input_exits_nonzero_with_one_line(

@@ -364,3 +364,30 @@ def test_a_memory_bank_version_has_a_core_graph_that_requests_without_bank_score
     np.testing.assert_allclose(mse, everything["error"], rtol=1e-5)
     np.testing.assert_allclose(denoised, everything["reconstruction"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(knn, everything["knn"], rtol=1e-5)
+
+
+def test_combined_score_parity_is_held_in_log_score_units(
+    samples: dict[InputKind, Samples], tmp_path: Path
+) -> None:
+    from training.memory import MemoryBank, ScoreCombination, ScoredModel
+
+    torch.manual_seed(0)
+    shaped, normaliser = body_samples(samples, "conv1d", "series")
+    model = build_model("plain", "conv1d", shaped.shape[1:], 4, tiny_hidden("conv1d"), {}).eval()
+    bank = MemoryBank(normaliser.transform(shaped[:100]), 3)
+    probe = shaped[100:140]
+    first = ScoredModel(model, bank).score(normaliser.transform(probe[:1]))  # the first probe's scores
+    # Spreads of a thousandth, centred on the first probe (its combined score is 0): log scores that agree
+    # to 1e-6 give combinations 1e-3 apart there, which a 1e-5 rule in the combination's own units refuses.
+    centre = [float(np.log(first[s][0] + 1e-9)) for s in ("mse", "knn")]
+    combination = ScoreCombination([1e-9, 1e-9], centre, [1e-3, 1e-3])
+    scored = ScoredModel(model, bank, combination).eval()
+    graphs, _ = export_graphs(scored, normaliser, tmp_path, probe)
+    spec = next(s for s in graph_modules(scored, normaliser) if s.role == "model")
+    path, x = tmp_path / graphs["model"].path, torch.from_numpy(probe)
+    combination.centre -= 1e-6
+    assert check_parity(spec, path, x, normaliser) <= 1e-5
+    # Scores off by 1e-4 of a log unit (0.01%) are still refused.
+    combination.centre -= 1e-4
+    with pytest.raises(ExportError, match="'combined' differs"):
+        check_parity(spec, path, x, normaliser)

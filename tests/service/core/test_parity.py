@@ -112,3 +112,29 @@ def test_request_threshold_reports_its_false_alarm_rate(client: Any, fixture_mod
         json={"model": "tiny", "inputs": X.tolist(), "threshold": cal.quantiles["0.95"]},
     ).json()
     assert body["false_alarm_rate"] == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-vae"])
+def test_codes_by_the_open_inference_protocol_share_encodes_micro_batches(
+    client: Any, fixture_models: Path, name: str
+) -> None:
+    from service.core.runtime import OnnxModel
+    from service.core.tasks import TASKS, NoOptions, OutputsOptions
+
+    model = OnnxModel.load(fixture_models / name / "1")
+    encode = TASKS["encode"].plan(model, NoOptions())
+    for outputs in [("latent",), tuple(model.encoder_outputs)]:
+        codes = TASKS["outputs"].plan(model, OutputsOptions(outputs=outputs))
+        assert (codes.key, codes.fn) == (encode.key, encode.fn)
+    fused = TASKS["outputs"].plan(model, OutputsOptions(outputs=("latent", "reconstruction")))
+    assert fused.key != encode.key
+    rest = client.post("/encode", json={"model": name, "version": 1, "inputs": X.tolist()}).json()
+    v2 = client.post(
+        f"/v2/models/{name}/versions/1/infer",
+        json={
+            "inputs": [{"name": "x", "shape": list(X.shape), "datatype": "FP32", "data": X.ravel().tolist()}],
+            "outputs": [{"name": "latent"}],
+        },
+    ).json()
+    (latent,) = v2["outputs"]
+    np.testing.assert_array_equal(np.asarray(latent["data"]).reshape(latent["shape"]), rest["latents"])

@@ -7,7 +7,7 @@ import pytest
 
 from service.core.windows import cut_windows, to_steps, window_count
 
-RULES = ["last", "window_mean", "covering_mean"]
+RULES = ["last", "window_mean", "covering_mean", "covering_max"]
 
 
 def test_cut_windows_covers_each_step_in_order() -> None:
@@ -50,3 +50,25 @@ def test_causal_rules_do_not_change_when_the_series_grows(rule: str) -> None:
     whole = to_steps(values, rule)  # type: ignore[arg-type]
     shorter = to_steps(values[:6], rule)  # type: ignore[arg-type]
     np.testing.assert_array_equal(whole[: len(shorter)], shorter)
+
+
+def test_covering_max_takes_the_worst_window_over_each_step() -> None:
+    values = np.array([[1.0, 3.0], [0.0, 0.0], [5.0, 7.0], [1.0, 1.0]])  # 4 windows of 2, means 2, 0, 6, 1
+    np.testing.assert_allclose(to_steps(values, "covering_max"), [2.0, 2.0, 6.0, 6.0, 1.0])
+
+
+def test_covering_max_per_channel_values_average_to_the_step_score() -> None:
+    rng = np.random.default_rng(2)
+    per_value = rng.random((9, 4, 3))  # (windows, window, channels)
+    scores = to_steps(per_value.mean(axis=2), "covering_max")
+    per_channel = to_steps(per_value, "covering_max")  # (12, 3): the worst window's per-channel means
+    np.testing.assert_allclose(per_channel.mean(axis=1), scores, rtol=1e-12)
+
+
+def test_a_reconstruction_is_read_per_step_never_averaged_over_a_window() -> None:
+    from service.core.windows import value_rule
+
+    series = np.arange(10, dtype=np.float64).reshape(10, 1)
+    windows = np.ascontiguousarray(cut_windows(series, 4))  # a perfect reconstruction of each window
+    for rule in RULES:
+        np.testing.assert_array_equal(to_steps(windows, value_rule(rule)), series)  # type: ignore[arg-type]
