@@ -209,8 +209,8 @@ def _data_options(parser: argparse.ArgumentParser) -> None:
         "--centred-channels",
         type=_centred,
         help="channels of a series read level-free (each window's mean on them set aside, so a slow drift "
-        "raises no error): auto (those whose variance lies mostly between windows), none, or names "
-        "(indices for unnamed channels), comma-separated (default auto)",
+        "raises no error): auto (those that drift: their level moves between windows, one way), none, or "
+        "names (indices for unnamed channels), comma-separated (default auto)",
     )
     parser.add_argument(
         "--step-score",

@@ -61,7 +61,7 @@ def held_out_metrics(
     pca_mse = float(np.mean((_pca_reconstruct(pca, flat_test, k) - flat_test) ** 2))
     metrics = {
         "test_mse": float(np.mean((reconstruction - n_test) ** 2)),
-        "test_mse_raw": float(np.mean((normaliser.inverse(reconstruction) - x_test) ** 2)),
+        "test_mse_raw": float(np.mean((normaliser.inverse(reconstruction, like=x_test) - x_test) ** 2)),
         "pca_mse": pca_mse,
         "code_near_zero_fraction": float(np.mean(np.abs(codes) < NEAR_ZERO)),
         "code_mean_activation": float(np.mean(codes)),
@@ -81,7 +81,9 @@ def _denoising(
     std = noise_std_for(x_train, shared_units)
     noisy = (x_test + np.random.default_rng(seed).normal(size=x_test.shape) * std).astype(np.float32)
     with torch.no_grad():
-        denoised = normaliser.inverse(model(torch.from_numpy(normaliser.transform(noisy))).numpy())
+        denoised = normaliser.inverse(
+            model(torch.from_numpy(normaliser.transform(noisy))).numpy(), like=noisy
+        )
     pca = PCA(svd_solver="full").fit(as_rows(x_train))
     flat_noisy, flat_clean = as_rows(noisy), as_rows(x_test)
     # The projection on k + 1 components is the one on k plus one more term: one pass over k, not k passes.
