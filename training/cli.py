@@ -386,8 +386,9 @@ def _report(trained: TrainedVersion) -> None:
         )
     lowest = min((c.min_false_alarm_rate or 0.0) for c in m.calibration.values()) if m.calibration else 0.0
     if lowest > target:
+        n = max(c.n for c in m.calibration.values() if (c.min_false_alarm_rate or 0.0) == lowest)
         print(
-            f"  note: {m.data.n_train + m.data.n_validation} rows support false-alarm rates down to "
+            f"  note: {n} calibration {'steps' if m.series else 'rows'} support false-alarm rates down to "
             f"{lowest:.4g} only, not {target}: the default thresholds are set there"
         )
 

@@ -246,12 +246,16 @@ def _series_scores(call: Call[ScoreOptions], score: str, values: Any, per_value:
         if call.options.per_feature:
             out["feature_errors"] = step_values(model, samples, per_value)
     else:
-        # A window sent alone is the only one covering its newest step.
+        # A window sent alone is the only one covering its newest step, whose score it answers: the window's
+        # mean under the rules that score whole windows, else the step's own error. Its per-channel errors
+        # (n, channels) are those the score averages.
         whole = spec.step_score in ("window_mean", "covering_max")
         newest = per_step.mean(axis=1) if whole else per_step[:, -1]
         out["errors"] = newest.astype(np.float32)
         if call.options.per_feature:
-            out["feature_errors"] = per_value
+            out["feature_errors"] = np.ascontiguousarray(
+                per_value.mean(axis=1) if whole else per_value[:, -1]
+            )
     out["window_errors"] = values
     return out
 
