@@ -27,6 +27,7 @@ from service.core.batching import Rows
 from service.core.calibration import choose_threshold
 from service.core.inputs import Samples, step_values
 from service.core.runtime import Float32Array, OnnxModel
+from service.core.windows import WHOLE_WINDOW_RULES
 from service.errors import InvalidInputError
 
 __all__ = [
@@ -249,7 +250,7 @@ def _series_scores(call: Call[ScoreOptions], score: str, values: Any, per_value:
         # A window sent alone is the only one covering its newest step, whose score it answers: the window's
         # mean under the rules that score whole windows, else the step's own error. Its per-channel errors
         # (n, channels) are those the score averages.
-        whole = spec.step_score in ("window_mean", "covering_max")
+        whole = spec.step_score in WHOLE_WINDOW_RULES
         newest = per_step.mean(axis=1) if whole else per_step[:, -1]
         out["errors"] = newest.astype(np.float32)
         if call.options.per_feature:

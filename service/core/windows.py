@@ -17,12 +17,22 @@ import numpy.typing as npt
 
 from service.contract import StepScore
 
-__all__ = ["CAUSAL_RULES", "cut_windows", "step_count", "to_steps", "value_rule", "window_count"]
+__all__ = [
+    "CAUSAL_RULES",
+    "WHOLE_WINDOW_RULES",
+    "cut_windows",
+    "step_count",
+    "to_steps",
+    "value_rule",
+    "window_count",
+]
 
 Array = npt.NDArray[Any]
 
 CAUSAL_RULES: frozenset[StepScore] = frozenset({"last", "window_mean"})
 """Rules under which a step's value never changes when later steps arrive."""
+WHOLE_WINDOW_RULES: frozenset[StepScore] = frozenset({"window_mean", "covering_max"})
+"""Rules that give a step the mean error of a whole window (the others, an error at the step's position)."""
 
 
 def value_rule(rule: StepScore) -> StepScore:
