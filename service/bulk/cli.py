@@ -12,6 +12,7 @@ options or input, 1 for a failed job), never a traceback; Ray's own progress bar
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import os
@@ -19,15 +20,16 @@ import re
 import sys
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
 from service.bulk.columns import BULK_TASKS, BulkInputError
-from service.bulk.scoring import DEFAULT_BATCH_ROWS, load_model, score_dataset
+from service.bulk.scoring import DEFAULT_BATCH_ROWS, ModelFiles, load_model, score_dataset
+from service.core.runtime import OnnxModel
 from service.core.tasks import ScoreOptions, TaskOptions
 from service.errors import ServiceError
 
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["main", "run"]
 
 _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
+CLIENT_CONNECTS = 3
+"""Attempts at a `ray://` connection whose server fails to start."""
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -195,17 +199,14 @@ class _CoreLogFilter:
         os.close(self._stderr)
 
 
-def _start_ray(address: str | None) -> None:
-    import ray
+def _client(address: str | None) -> bool:
+    """Whether `address` is a Ray Client one (`ray://HOST:PORT`): this process is then not in the cluster."""
+    return address is not None and address.startswith("ray://")
+
+
+def _configure_data() -> None:
     import ray.data
 
-    # Ray's logs (its workers', its executor's) would bury the one line a failure prints: the progress bar
-    # stays, and the failure is ours to print, from the original exception rather than Ray's wrapper.
-    warnings.filterwarnings("ignore", module=r"ray(\..*)?$")
-    # Ray collects usage statistics and sends them to its makers unless told not to; a scoring job keeps to
-    # its cluster (set RAY_USAGE_STATS_ENABLED=1 to share them).
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address=address, log_to_driver=False, logging_level=logging.CRITICAL, include_dashboard=False)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = True
     context.print_on_execution_start = False
@@ -213,10 +214,54 @@ def _start_ray(address: str | None) -> None:
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)
 
 
+def _start_ray(address: str | None) -> None:
+    import ray
+
+    # Ray's logs (its workers', its executor's) would bury the one line a failure prints: the progress bar
+    # stays, and the failure is ours to print, from the original exception rather than Ray's wrapper.
+    warnings.filterwarnings("ignore", module=r"ray(\..*)?$")
+    # Ray collects usage statistics and sends them to its makers unless told not to; a scoring job keeps to
+    # its cluster (set RAY_USAGE_STATS_ENABLED=1 to share them).
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address is None:
+        ray.init(log_to_driver=False, logging_level=logging.CRITICAL, include_dashboard=False)
+    elif not _client(address):
+        ray.init(address=address, log_to_driver=False, logging_level=logging.CRITICAL)
+    else:
+        # Not `include_dashboard` (the client's server then fails to start: the dashboard is the cluster's).
+        # The head starts a server process per client, and that start can fail on a busy head: Ray answers
+        # ConnectionAbortedError, and a new connection gets a new server.
+        for attempt in range(1, CLIENT_CONNECTS + 1):
+            try:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.CRITICAL)
+                break
+            except ConnectionAbortedError:
+                ray.shutdown()
+                if attempt == CLIENT_CONNECTS:
+                    raise
+            except ConnectionError as exc:  # nothing answers there (Ray has retried)
+                raise ConnectionError(
+                    f"no Ray Client server answers at {address} ({exc}); expected the head node's client "
+                    "port, which `ray start --head` opens on 10001 (--ray-client-server-port)"
+                ) from None
+    _configure_data()
+
+
 def _read(path: str, fmt: str) -> ray.data.Dataset:
     import ray.data
 
     return ray.data.read_csv(path) if fmt == "csv" else ray.data.read_parquet(path)
+
+
+def _score_and_write(source: str, fmt: str, output: str, model: OnnxModel, **score: Any) -> None:
+    score_dataset(_read(source, fmt), model, **score).write_parquet(output)
+
+
+def _remote_job(job: Callable[[OnnxModel], None], files: ModelFiles) -> None:
+    """The job on a cluster node, for a Ray Client: the model from its files, Ray Data set as here."""
+    _configure_data()
+    with files.opened() as model:
+        job(model)
 
 
 def run(argv: Sequence[str] | None = None) -> str:
@@ -229,21 +274,30 @@ def run(argv: Sequence[str] | None = None) -> str:
     model = load_model(args.models, args.model)
     import ray
 
+    job = functools.partial(
+        _score_and_write,
+        args.input,
+        fmt,
+        args.output,
+        task=args.task,
+        options=options,
+        keep_columns=keep,
+        series_key=args.series_key,
+        time_column=args.time_column,
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+    )
     with _CoreLogFilter():
         _start_ray(args.address)
         try:
-            scored = score_dataset(
-                _read(args.input, fmt),
-                model,
-                task=args.task,
-                options=options,
-                keep_columns=keep,
-                series_key=args.series_key,
-                time_column=args.time_column,
-                batch_size=args.batch_size,
-                concurrency=args.concurrency,
-            )
-            scored.write_parquet(args.output)
+            if _client(args.address):
+                # Ray Data's executor needs a process that is part of the cluster (a Ray Client has no core
+                # worker), so the job's driver runs there, as a task that holds no CPU; the input and output
+                # paths are read and written from the cluster, as they are by the job's own tasks anyway.
+                remote = ray.remote(num_cpus=0, max_retries=0)(_remote_job)
+                ray.get(remote.remote(job, ModelFiles.of(model)))
+            else:
+                job(model)
         finally:
             ray.shutdown()
     meta = model.metadata
@@ -255,7 +309,10 @@ def _cause(exc: BaseException) -> BaseException:
     seen = {id(exc)}
     while True:
         nested = getattr(exc, "cause", None) or exc.__cause__
-        if not isinstance(nested, BaseException) or id(nested) in seen:
+        # Ray Data raises the original error `from` a marker (SystemException, UserCodeException) that says
+        # only whose code failed: the error itself is the message.
+        marker = type(nested).__module__ == "ray.data.exceptions"
+        if not isinstance(nested, BaseException) or id(nested) in seen or marker:
             return exc
         seen.add(id(nested))
         exc = nested

@@ -14,9 +14,10 @@ the retried task scores its rows again, so each row is answered exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,12 +89,19 @@ class ModelFiles:
     def load(self) -> OnnxModel:
         """Write the files to a private folder and load them (the sha256 checks included), then forget them:
         ONNX Runtime holds the graphs in memory."""
+        with self.opened() as model:
+            return model
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[OnnxModel]:
+        """The model loaded from a private folder that holds its files until the block ends (for a caller that
+        reads them again, as `score_dataset` does to ship them to its actors)."""
         with tempfile.TemporaryDirectory(prefix="ae-bulk-") as folder:
             for name, data in self.files.items():
                 (Path(folder) / name).write_bytes(data)
             model = OnnxModel.load(Path(folder), providers=["CPUExecutionProvider"])
             model.warm_up()
-        return model
+            yield model
 
 
 class Scorer:
