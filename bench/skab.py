@@ -171,8 +171,19 @@ def run_experiment(
     errors = np.asarray(answer.tensors["errors"], dtype=np.float64)
     threshold = float(answer.facts["threshold"])
     if scores is not None:
+        # The training rows' own scores beside the test's: how far the test part drifts from what trained.
+        seen = table.numbers([table.column(n) for n in meta.feature_names])[:TRAIN_ROWS]
+        fitted = Call(
+            TASKS["reconstruction_error"], onnx, ScoreOptions(), from_array(onnx, seen, "inputs", MAX_STEPS)
+        ).run_now()
         scores.mkdir(parents=True, exist_ok=True)
-        np.savez(scores / f"{model}.npz", errors=answer.tensors["errors"], truth=truth)
+        np.savez(
+            scores / f"{model}.npz",
+            errors=answer.tensors["errors"],
+            truth=truth,
+            train_errors=fitted.tensors["errors"],
+            threshold=threshold,
+        )
     return Experiment(
         name=name,
         method=f"{variant}{' (flat MLP, windowless)' if flat else ''}",

@@ -30,13 +30,15 @@ from training.data import Array, DataError, DataOptions, Dataset
 
 __all__ = [
     "CENTRE_BELOW",
+    "DRIFT_AT_LEAST",
+    "DRIFT_PARTS",
     "MAX_WINDOW_FRACTION",
     "MIN_WINDOW",
-    "TREND_AT_LEAST",
     "Gaps",
     "SeriesParts",
     "centred_channels",
     "choose_window",
+    "drift_share",
     "find_gaps",
     "parse_times",
     "per_position",
@@ -44,7 +46,6 @@ __all__ = [
     "series_folds",
     "split_series",
     "step_scores",
-    "trend_share",
     "window_end_scores",
     "windows_of",
     "within_window_share",
@@ -55,12 +56,14 @@ MIN_WINDOW = 8
 # on windows of its own after the gaps beside the block it scores.
 MAX_WINDOW_FRACTION = 1 / 8
 # A channel is read level-free by default when it drifts: its values vary within a window by less than
-# CENTRE_BELOW of their variance over the training part (its level moves from window to window), and a
-# straight line through its window levels in time order explains at least TREND_AT_LEAST of their variance
-# (it moves one way, as a warming temperature does, rather than cycling through levels the training part has
-# seen). Later levels of a drifting channel say little about the process (docs/time-series.md).
+# CENTRE_BELOW of their variance over the training part (its level moves from window to window), and the
+# means of its window levels over DRIFT_PARTS consecutive parts of the training part explain at least
+# DRIFT_AT_LEAST of their variance (its level wanders or moves one way, as a warming temperature does, rather
+# than cycling, within each part, through levels every part has seen). Later levels of a drifting channel
+# say little about the process (docs/time-series.md).
 CENTRE_BELOW = 0.5
-TREND_AT_LEAST = 0.1
+DRIFT_PARTS = 4
+DRIFT_AT_LEAST = 0.2
 
 
 def parse_times(cells: Sequence[str], column: str, source: str) -> npt.NDArray[np.float64]:
@@ -332,27 +335,30 @@ def within_window_share(windows: Array) -> npt.NDArray[np.float64]:
     return np.where(total > 0, inside / np.where(total > 0, total, 1.0), 1.0)
 
 
-def trend_share(windows: Array) -> npt.NDArray[np.float64]:
+def drift_share(windows: Array, parts: int = DRIFT_PARTS) -> npt.NDArray[np.float64]:
     """(channels,) the share of the variance of each channel's window levels (window means, the windows in
-    time order) that a straight line in time explains: its R^2 (0 for a constant channel)."""
+    time order) that lies between `parts` consecutive parts of them: the R^2 of their part means (0 for a
+    constant channel). A level that cycles within each part scores near 0; a trend or a wandering level
+    that each part sees a different stretch of, near 1."""
     levels = windows.astype(np.float64).mean(axis=1)  # (n, channels)
-    t = np.arange(len(levels), dtype=np.float64)
-    t = (t - t.mean()) / (t.std() or 1.0)
     centred = levels - levels.mean(axis=0)
     variance = (centred**2).mean(axis=0)
-    slope = (t[:, None] * centred).mean(axis=0)
-    return np.where(variance > 0, slope**2 / np.where(variance > 0, variance, 1.0), 0.0)
+    between = np.zeros_like(variance)
+    for part in np.array_split(centred, min(parts, len(centred))):
+        between += len(part) * part.mean(axis=0) ** 2
+    between /= len(centred)
+    return np.where(variance > 0, between / np.where(variance > 0, variance, 1.0), 0.0)
 
 
 def centred_channels(
     windows: Array, wanted: Sequence[str] | None, names: Sequence[str] | None
 ) -> tuple[int, ...]:
     """The channels to read level-free: `wanted` by name (or index, for unnamed channels; empty: none), else
-    (None) the drifting ones (CENTRE_BELOW, TREND_AT_LEAST) of the training windows (n, window, channels)
+    (None) the drifting ones (CENTRE_BELOW, DRIFT_AT_LEAST) of the training windows (n, window, channels)
     in time order. DataError for a name that is not a channel."""
     labels = list(names) if names else [str(i) for i in range(windows.shape[2])]
     if wanted is None:
-        drifting = (within_window_share(windows) < CENTRE_BELOW) & (trend_share(windows) >= TREND_AT_LEAST)
+        drifting = (within_window_share(windows) < CENTRE_BELOW) & (drift_share(windows) >= DRIFT_AT_LEAST)
         return tuple(int(i) for i in np.flatnonzero(drifting))
     unknown = [w for w in wanted if w not in labels]
     if unknown:

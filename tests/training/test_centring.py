@@ -16,19 +16,21 @@ from training.config import TrainConfig
 from training.data import DataError, Dataset, Normaliser
 from training.export import export_graphs
 from training.objectives import OBJECTIVES, build_model
-from training.series import centred_channels, trend_share, within_window_share
+from training.series import DRIFT_AT_LEAST, centred_channels, drift_share, within_window_share
 
 WINDOW, CHANNELS = 13, 3
 
 
-def _drifting(n: int = 200, seed: int = 0, cycling: bool = False) -> np.ndarray:
+def _drifting(n: int = 200, seed: int = 0, cycling: bool = False, wandering: bool = False) -> np.ndarray:
     """Windows, in time order, of a series whose channel 2 drifts up slowly (its level differs from window
-    to window far more than it moves within one), or with `cycling` goes up and down through the same levels
-    five times; channels 0 and 1 are fast sines."""
+    to window far more than it moves within one), with `cycling` goes up and down through the same levels
+    five times, or with `wandering` rises and comes back once (no trend a straight line would see); channels
+    0 and 1 are fast sines."""
     windows = series_windows(n, WINDOW, CHANNELS, seed).astype(np.float64)
     rng = np.random.default_rng(seed + 1)
     t = np.arange(n)[:, None] / n  # (n, 1): when each window starts
-    level = 1000 * (np.sin(2 * np.pi * 5 * t) if cycling else t)
+    # Wandering: up for half the span, back down for the other, so a straight line through it is flat.
+    level = 4000 * t * (1 - t) if wandering else 1000 * (np.sin(2 * np.pi * 5 * t) if cycling else t)
     windows[:, :, 2] = level + 5 * rng.normal(size=(n, 1)) + 0.1 * np.arange(WINDOW)[None, :]
     return windows.astype(np.float32)
 
@@ -43,11 +45,15 @@ def test_auto_centres_the_channel_that_drifts_and_not_one_that_cycles() -> None:
     windows = _drifting()
     share = within_window_share(windows)
     assert share[2] < 0.01 and share[0] > 0.5 and share[1] > 0.5
-    assert trend_share(windows)[2] > 0.9
+    assert drift_share(windows)[2] > 0.9
     assert centred_channels(windows, None, ("a", "b", "c")) == (2,)
+    # A level that wanders with no trend drifts as much: each quarter of the training part sees other levels.
+    wandering = _drifting(wandering=True)
+    assert within_window_share(wandering)[2] < 0.01 and drift_share(wandering)[2] > DRIFT_AT_LEAST
+    assert centred_channels(wandering, None, ("a", "b", "c")) == (2,)
     # Levels that move as much from window to window but keep coming back (a daily cycle) are kept.
     cycling = _drifting(cycling=True)
-    assert within_window_share(cycling)[2] < 0.01 and trend_share(cycling)[2] < 0.1
+    assert within_window_share(cycling)[2] < 0.01 and drift_share(cycling)[2] < DRIFT_AT_LEAST / 2
     assert centred_channels(cycling, None, ("a", "b", "c")) == ()
     assert centred_channels(windows, (), None) == ()
     assert centred_channels(windows, ("c", "a"), ("a", "b", "c")) == (0, 2)
