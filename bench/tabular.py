@@ -245,7 +245,8 @@ def tables(results: dict[str, list[dict[str, dict[str, float]]]]) -> list[str]:
             + " | ".join(cells)
             + " |"
         )
-    best = {s: max(mean(s, m, "auroc") for m in methods if m.startswith(("PyOD", "sklearn"))) for s in sets}
+    baselines = [m for m in methods if m.startswith(("PyOD", "sklearn"))]
+    best = {s: max(mean(s, m, "auroc") for m in baselines) for s in sets} if baselines else {}
     if any(m.startswith("PyOD") for m in methods):
         worst = min(sets, key=lambda s: mean(s, OURS, "auroc") - best[s])
         lines += [

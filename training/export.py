@@ -19,6 +19,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -168,21 +169,49 @@ def _log_unit(spec: GraphSpec) -> float:
     return 1.0 if combination is None else float(combination.spread.min())
 
 
+def _outputs(spec: GraphSpec, x: Tensor) -> list[Tensor]:
+    with torch.no_grad():
+        out = spec.module(x)
+    return [out] if isinstance(out, Tensor) else list(out)
+
+
+def _input_rounding(
+    spec: GraphSpec, probe: Tensor, normaliser: Normaliser, expected: list[Tensor]
+) -> list[Any]:
+    """Per output, how far it moves when every input value moves by one float32 spacing of what the graph
+    computes with: the normalised value for raw inputs, the code itself for the decoder. The two runtimes may
+    differ by that from rounding alone: an outlier 100 scales from the mean is only good to 8e-6 there, and a
+    network that reads it closely carries that into every output."""
+    raw = probe.numpy().astype(np.float64)
+    if spec.inputs[0] != "x":
+        step = np.spacing(np.abs(raw).astype(np.float32)).astype(np.float64)
+    elif normaliser.centred is None:
+        normalised = np.abs(normaliser.transform(probe.numpy()))
+        step = np.spacing(normalised.astype(np.float32)).astype(np.float64) * normaliser.scale
+    else:  # a window's level is set aside first: its values are not the normalised ones
+        return [np.zeros(()) for _ in expected]
+    nudged = torch.from_numpy((raw + step).astype(np.float32))
+    return [
+        np.abs(n.numpy().astype(np.float64) - e.numpy().astype(np.float64))
+        for n, e in zip(_outputs(spec, nudged), expected, strict=True)
+    ]
+
+
 def check_parity(spec: GraphSpec, path: Path, probe: Tensor, normaliser: Normaliser) -> float:
     """Largest difference between ONNX Runtime and torch on `probe`, per value in the normalised space,
-    relative to the value where it exceeds 1, beyond one float32 spacing of a raw value; raises ExportError
-    beyond PARITY_ATOL."""
+    relative to the value where it exceeds 1, beyond one float32 spacing of a raw value and beyond what one
+    float32 spacing of the normalised input moves it; raises ExportError beyond PARITY_ATOL."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     got = session.run(spec.outputs, {spec.inputs[0]: probe.numpy()})
-    with torch.no_grad():
-        expected = spec.module(probe)
-    expected_list = [expected] if isinstance(expected, Tensor) else list(expected)
+    expected_list = _outputs(spec, probe)
+    allowed = _input_rounding(spec, probe, normaliser, expected_list)
     worst = 0.0
-    for name, a, b in zip(spec.outputs, got, expected_list, strict=True):
+    for name, a, b, moved in zip(spec.outputs, got, expected_list, allowed, strict=True):
         ref = b.numpy().astype(np.float64)
-        diff = np.abs(np.asarray(a, np.float64) - ref)
+        # Beyond what rounding the normalised input moves it (in the output's own units).
+        diff = np.maximum(np.abs(np.asarray(a, np.float64) - ref) - moved, 0.0)
         # A raw float32 is only as precise as its spacing, which the scale may not dwarf (1e6 +- 1e-3).
         rounding = np.zeros_like(ref)
         if name in RAW_OUTPUTS:

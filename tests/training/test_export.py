@@ -391,3 +391,43 @@ def test_combined_score_parity_is_held_in_log_score_units(
     combination.centre -= 1e-4
     with pytest.raises(ExportError, match="'combined' differs"):
         check_parity(spec, path, x, normaliser)
+
+
+def test_parity_allows_what_rounding_the_normalised_input_moves(tmp_path: Path) -> None:
+    """An outlier far out in the normalised space is only as precise as its float32 spacing there (3e-5 at
+    300), and what that spacing moves downstream the runtimes may differ by; a hundred spacings, not."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(5.0, 2.0, (200, 6)).astype(np.float32)
+    normaliser = Normaliser.fit(x, "standard")
+    probe = x[:40].copy()
+    probe[0, 1] = normaliser.offset[1] + 300 * normaliser.scale[1]  # 300 scales out: spacing 3e-5 there
+    torch.manual_seed(0)
+    model = build_model("plain", "mlp", (6,), 2, tiny_hidden("mlp"), {}).eval()
+    with torch.no_grad():  # a network that reads feature 1 closely, as one trained on its tail may
+        next(m for m in model.modules() if isinstance(m, torch.nn.Linear)).weight[:, 1] *= 20
+    graphs, _ = export_graphs(model, normaliser, tmp_path, probe)
+    spec = next(s for s in graph_modules(model, normaliser) if s.role == "model")
+    path, inputs = tmp_path / graphs["model"].path, torch.from_numpy(probe)
+
+    class Nudged(torch.nn.Module):
+        """torch reading the outlier `spacings` float32 spacings of its normalised value away."""
+
+        def __init__(self, spacings: float) -> None:
+            super().__init__()
+            self.delta = torch.zeros(probe.shape)
+            self.delta[0, 1] = spacings * float(np.spacing(np.float32(300.0))) * float(normaliser.scale[1])
+
+        def forward(self, raw: torch.Tensor) -> object:
+            return spec.module(raw + self.delta)
+
+    one = dataclasses.replace(spec, module=Nudged(1))
+    # The nudge reaches the other features' reconstructions and errors through the network: by more than the
+    # relative 1e-5 a value-by-value rule allows, on values near 1.
+    relative = [
+        float(((a - b).abs() / b.abs().clamp(min=1)).max())
+        for a, b in zip(one.module(inputs), spec.module(inputs), strict=True)
+    ]
+    assert max(relative) > 1e-5
+    assert check_parity(one, path, inputs, normaliser) <= 1e-5
+    with pytest.raises(ExportError, match="differs from torch"):
+        check_parity(dataclasses.replace(spec, module=Nudged(100)), path, inputs, normaliser)
