@@ -431,3 +431,35 @@ def test_parity_allows_what_rounding_the_normalised_input_moves(tmp_path: Path) 
     assert check_parity(one, path, inputs, normaliser) <= 1e-5
     with pytest.raises(ExportError, match="differs from torch"):
         check_parity(dataclasses.replace(spec, module=Nudged(100)), path, inputs, normaliser)
+
+
+def test_parity_allows_a_duplicate_of_a_bank_row_its_rounded_distance(tmp_path: Path) -> None:
+    """A row that duplicates a bank row is at distance 0 only up to the square root of a float64 spacing of
+    |x|^2 + |b|^2 (the runtimes' sums round apart); the combined score's log magnifies that near 0. Within it
+    the runtimes agree; a distance a thousandth off is refused."""
+    from training.memory import MemoryBank, ScoreCombination, ScoredModel
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.0, 1.0, (120, 6)).astype(np.float32)
+    normaliser = Normaliser.fit(x, "standard")
+    torch.manual_seed(0)
+    model = build_model("plain", "mlp", (6,), 2, tiny_hidden("mlp"), {}).eval()
+    bank = MemoryBank(normaliser.transform(x[:80]), 1)
+    probe = x[:40]  # every one a duplicate of a bank row: distance 0
+    first = ScoredModel(model, bank).score(normaliser.transform(x[80:]))
+    # A log floor far below the typical distance, as a bank of near-duplicates fits it.
+    eps = [1e-9, 1e-9]
+    centre = [float(np.median(np.log(first[s] + 1e-9))) for s in ("mse", "knn")]
+    scored = ScoredModel(model, bank, ScoreCombination(eps, centre, [0.5, 0.5])).eval()
+    graphs, _ = export_graphs(scored, normaliser, tmp_path, probe)
+    spec = next(s for s in graph_modules(scored, normaliser) if s.role == "model")
+    path, inputs = tmp_path / graphs["model"].path, torch.from_numpy(probe)
+    assert scored.memory is not None
+    bank_sq = scored.memory.bank_sq.clone()
+    # torch's sums a float64 spacing apart from ONNX Runtime's: the duplicates land 1e-7 from their row.
+    scored.memory.bank_sq = bank_sq + float(np.spacing(float(bank_sq.max())))
+    assert float(scored.score(normaliser.transform(probe))["knn"].max()) > 0
+    assert check_parity(spec, path, inputs, normaliser) <= 1e-5
+    scored.memory.bank_sq = bank_sq + 1e-6  # a thousandth off
+    with pytest.raises(ExportError, match="differs from torch"):
+        check_parity(spec, path, inputs, normaliser)
