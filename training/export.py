@@ -202,8 +202,8 @@ def _bank_rounding(
 ) -> None:
     """Widen `allowed` for the bank's scores. A squared distance is |x|^2 - 2 x.b + |b|^2, good to a float64
     spacing of its terms, so a duplicate of a bank row sits at a distance of about the square root of that
-    (1e-7) rather than 0, differently in each runtime; the combined score's log turns that into more where
-    the distance is near 0."""
+    (1e-7) rather than 0, differently in each runtime; the combined score's logs magnify its parts' roundings
+    where a part is near 0 (a duplicate's distance, a row reconstructed almost exactly)."""
     scored = getattr(spec.module, "model", None)
     if not isinstance(scored, ScoredModel) or scored.memory is None or KNN_SCORE not in spec.outputs:
         return
@@ -214,15 +214,24 @@ def _bank_rounding(
     allowed[at] = np.maximum(allowed[at], distance)
     if scored.combination is None or COMBINED_SCORE not in spec.outputs:
         return
-    parts = [expected[spec.outputs.index(score_output(s))].float() for s in scored.scores[:-1]]
-    knn, step = scored.scores.index(KNN_SCORE), torch.from_numpy(distance.astype(np.float32))
+    # The combined score is a function of the others: it may differ by what their own allowed differences
+    # (PARITY_ATOL and the roundings above) carry through it. Each of its terms rises with its score, so all
+    # of them moved one way bound it.
+    names = [score_output(s) for s in scored.scores[:-1]]
+    parts = [expected[spec.outputs.index(n)].double() for n in names]
+    slack = [
+        torch.from_numpy(
+            PARITY_ATOL * np.maximum(1.0, np.abs(p.numpy())) + np.asarray(allowed[spec.outputs.index(n)])
+        )
+        for p, n in zip(parts, names, strict=True)
+    ]
     at = spec.outputs.index(COMBINED_SCORE)
-    for sign in (1, -1):  # the other runtime's distance may be either side of this one's
-        nudged = list(parts)
-        nudged[knn] = (parts[knn] + sign * step).clamp(min=0.0)
-        with torch.no_grad():
-            moved = (scored.combination(nudged) - scored.combination(parts)).abs().double().numpy()
-        allowed[at] = np.maximum(allowed[at], moved)
+    with torch.no_grad():
+        centre = scored.combination([p.float() for p in parts])
+        for sign in (1, -1):  # the other runtime's scores may be either side of these
+            nudged = [(p + sign * d).clamp(min=0.0).float() for p, d in zip(parts, slack, strict=True)]
+            moved = (scored.combination(nudged) - centre).abs().double().numpy()
+            allowed[at] = np.maximum(allowed[at], moved)
 
 
 def check_parity(spec: GraphSpec, path: Path, probe: Tensor, normaliser: Normaliser) -> float:
