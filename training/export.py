@@ -236,8 +236,9 @@ def _bank_rounding(
 
 def check_parity(spec: GraphSpec, path: Path, probe: Tensor, normaliser: Normaliser) -> float:
     """Largest difference between ONNX Runtime and torch on `probe`, per value in the normalised space,
-    relative to the value where it exceeds 1, beyond one float32 spacing of a raw value and beyond what one
-    float32 spacing of the normalised input moves it; raises ExportError beyond PARITY_ATOL."""
+    relative to the value where it exceeds 1, beyond one float32 spacing of a raw value and beyond what
+    rounding moves it (one float32 spacing of the input, a bank distance's float64 spacing, and what those
+    carry into the combined score); raises ExportError beyond PARITY_ATOL."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -248,7 +249,7 @@ def check_parity(spec: GraphSpec, path: Path, probe: Tensor, normaliser: Normali
     worst = 0.0
     for name, a, b, moved in zip(spec.outputs, got, expected_list, allowed, strict=True):
         ref = b.numpy().astype(np.float64)
-        # Beyond what rounding the normalised input moves it (in the output's own units).
+        # Beyond what rounding alone moves it (in the output's own units).
         diff = np.maximum(np.abs(np.asarray(a, np.float64) - ref) - moved, 0.0)
         # A raw float32 is only as precise as its spacing, which the scale may not dwarf (1e6 +- 1e-3).
         rounding = np.zeros_like(ref)
