@@ -100,6 +100,16 @@ def assert_close(actual: Any, expected: Any) -> None:
     np.testing.assert_allclose(np.asarray(actual, dtype=np.float32), want, rtol=1e-6, atol=1e-5)
 
 
+def assert_answers_as_the_service(out: pa.Table, table: pa.Table, client: TestClient) -> None:
+    """`out` (sorted by id) holds the service's `/reconstruction-error` answers to `table`'s rows of
+    `tiny-named` (features a..d): its errors to 1e-5 and its anomaly flags exactly."""
+    columns = [table.column(c).to_pylist() for c in "abcd"]
+    records = [dict(zip("abcd", values, strict=True)) for values in zip(*columns, strict=True)]
+    expected = service_scores(client, "tiny-named", records)
+    assert_close(out.column("error").to_numpy(), expected["errors"])
+    assert out.column("anomaly").to_pylist() == expected["anomalies"].tolist()
+
+
 def collect(ds: ray.data.Dataset, key: str = "id") -> pa.Table:
     """Every row of `ds`, sorted by `key`."""
     return pa.concat_tables(ray.get(ds.to_arrow_refs())).sort_by(key)

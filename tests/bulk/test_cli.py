@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from ray.cluster_utils import Cluster
 
 from service.bulk.cli import main
-from tests.bulk.conftest import assert_close, named_rows, service_scores
+from tests.bulk.conftest import assert_answers_as_the_service, named_rows
 from tests.fixtures.make_shaped import SHAPED_MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,11 +99,7 @@ def test_cli_scores_a_csv_folder_into_parquet_on_the_cluster(
     out = pq.read_table(tmp_path / "scores").sort_by("id")
     assert out.schema.names == ["id", "error", "anomaly", "error_a", "error_b", "error_c", "error_d"]
     assert np.array_equal(out.column("id").to_numpy(), np.arange(3000))
-    columns = [table.column(c).to_pylist() for c in "abcd"]
-    records = [dict(zip("abcd", values, strict=True)) for values in zip(*columns, strict=True)]
-    expected = service_scores(service, "tiny-named", records)
-    assert_close(out.column("error").to_numpy(), expected["errors"])
-    assert out.column("anomaly").to_pylist() == expected["anomalies"].tolist()
+    assert_answers_as_the_service(out, table, service)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ port, as a laptop reaches a remote cluster.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,23 +19,17 @@ import pytest
 from fastapi.testclient import TestClient
 from ray.cluster_utils import Cluster
 
-from tests.bulk.conftest import OBJECT_STORE_BYTES, WORKER_CPUS, assert_close, named_rows, service_scores
+from tests.bulk.conftest import OBJECT_STORE_BYTES, WORKER_CPUS, assert_answers_as_the_service, named_rows
 from tests.fixtures.make_shaped import SHAPED_MODELS
+from tests.live import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
 def client_address() -> Iterator[str]:
     """A head node with Ray's client server on a free port, plus one worker node; its `ray://` address."""
-    port = _free_port()
+    port = free_port()
     with pytest.MonkeyPatch.context() as env:
         env.setenv("RAY_USAGE_STATS_ENABLED", "0")
         head = {
@@ -75,11 +68,7 @@ def test_cli_scores_through_a_ray_client_address(
     out = pq.read_table(tmp_path / "scores").sort_by("id")
     assert out.schema.names == ["id", "error", "anomaly"]
     assert np.array_equal(out.column("id").to_numpy(), np.arange(2000))
-    columns = [table.column(c).to_pylist() for c in "abcd"]
-    records = [dict(zip("abcd", values, strict=True)) for values in zip(*columns, strict=True)]
-    expected = service_scores(service, "tiny-named", records)
-    assert_close(out.column("error").to_numpy(), expected["errors"])
-    assert out.column("anomaly").to_pylist() == expected["anomalies"].tolist()
+    assert_answers_as_the_service(out, table, service)
 
 
 def test_an_unreachable_ray_client_address_is_one_line(tmp_path: Path) -> None:
@@ -88,7 +77,7 @@ def test_an_unreachable_ray_client_address_is_one_line(tmp_path: Path) -> None:
         "score",
         *("--model", "tiny-named", "--models", str(SHAPED_MODELS)),
         *("--input", str(tmp_path / "rows.parquet"), "--output", str(tmp_path / "scores")),
-        *("--address", f"ray://127.0.0.1:{_free_port()}"),
+        *("--address", f"ray://127.0.0.1:{free_port()}"),
     ]
     # Ray's client waits this long, then twice and three times as long, before it gives up.
     env = {**os.environ, "RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S": "1", "RAY_USAGE_STATS_ENABLED": "0"}
