@@ -8,8 +8,12 @@ One `python -m service` (one worker, default settings, gRPC on) serves every cas
 perf_analyzer run unmodified (`bench.perf_analyzer`: HTTP binary and JSON, gRPC; batch 1 and 64, concurrency
 32). With `--baseline REF`, the REST cases also run against a server built from commit REF (a `git worktree`
 in a temporary directory), alternating with the current one, so the two are compared in one run on the same
-machine. Prints one JSON object: samples/s and p50/p99 per case, the ratios the protocol work is held to
-(v2 JSON b64 / REST JSON b64, gRPC b64 / REST binary b64, REST JSON b1 now / baseline), the date and commit.
+machine. The gRPC floor cases (`grpc-floor-aio-b64`, `grpc-floor-sync-b64`) send the same batch-64 calls,
+from the same client, to `bench.grpc_floor`: a bare grpcio server (asyncio, as the service runs it, and
+thread-pool) that answers with prepared bytes, so their server CPU per call is grpcio's own, under any gRPC
+service in Python. Prints one JSON object: samples/s and p50/p99 per case, the ratios the protocol work is
+held to (v2 JSON b64 / REST JSON b64, gRPC b64 / REST binary b64, REST JSON b1 now / baseline) and the floors'
+against REST binary b64, the date and commit.
 wrk and perf_analyzer share the machine's cores with the server: compare ratios from one run.
 """
 
@@ -150,6 +154,39 @@ def _server(tree: Path, models: Path, grpc: bool) -> Any:
     return server
 
 
+class _Floor:
+    """`bench.grpc_floor` in a subprocess, with what `_grpc` reads of a server (host, grpc_port, process)."""
+
+    def __init__(self, kind: str, latent: int) -> None:
+        sys.path.insert(0, str(ROOT))
+        from tests.live import free_port
+
+        self.kind, self.latent = kind, latent
+        self.host, self.grpc_port = "127.0.0.1", free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> _Floor:
+        import grpc
+
+        command = [sys.executable, "-m", "bench.grpc_floor", "--port", str(self.grpc_port)]
+        command += ["--kind", self.kind, "--latent", str(self.latent)]
+        self.process = subprocess.Popen(command, cwd=ROOT)
+        with grpc.insecure_channel(f"{self.host}:{self.grpc_port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+
+def _latent(models: Path, model: str) -> int:
+    """The model's code width (its newest version's), which the floor's answers match."""
+    newest = max((p for p in (models / model).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    return int(json.loads((newest / "metadata.json").read_text())["latent_dim"])
+
+
 def _grpc(server: Any, model: str, width: int, batch: int, seconds: int) -> dict[str, Any]:
     """v2 over gRPC, raw contents, `latent` only (what /encode answers), from CONCURRENCY concurrent
     callers of tritonclient's own protocol modules on one channel."""
@@ -284,6 +321,11 @@ def main(argv: list[str] | None = None) -> int:
                     rounds.setdefault(name, []).append(
                         _grpc(server, args.model, args.width, batch, args.seconds)
                     )
+                for kind in ("aio", "sync"):
+                    with _Floor(kind, _latent(args.models, args.model)) as floor:
+                        rounds.setdefault(f"grpc-floor-{kind}-b64", []).append(
+                            _grpc(floor, args.model, args.width, 64, args.seconds)
+                        )
             for name, runs in rounds.items():
                 results[name] = sorted(runs, key=lambda r: r["samples_per_s"])[len(runs) // 2]
                 results[name]["rounds"] = [r["samples_per_s"] for r in runs]
@@ -332,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     ratios["grpc_raw_b64_over_rest_binary_b64_per_server_cpu"] = per_cpu("grpc-raw-b64") / per_cpu(
         "rest-binary-b64"
     )
+    for kind in ("aio", "sync"):
+        ratios[f"grpc_floor_{kind}_b64_over_rest_binary_b64_per_server_cpu"] = per_cpu(
+            f"grpc-floor-{kind}-b64"
+        ) / per_cpu("rest-binary-b64")
     if args.baseline:
         for name in ("rest-json-b1", "rest-json-b64"):
             now = np.median([results[f"current-{name}-{r}"]["samples_per_s"] for r in range(args.rounds)])
