@@ -7,9 +7,12 @@ import grpc
 import numpy as np
 import pytest
 
+# tritonclient's modules of the same protocol, as a client uses them: the service's own `inference_pb2` must
+# not be imported in this process beside them (both register `inference.*` in protobuf's default pool).
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
 from bench.protocols import _Floor, _latent
-from service.protocols.grpc import inference_pb2 as pb
-from service.protocols.grpc import inference_pb2_grpc as pb_grpc
 from tests.fixtures.make_models import FIXTURE_MODELS
 from tests.live import LiveServer
 
