@@ -10,8 +10,8 @@ perf_analyzer run unmodified (`bench.perf_analyzer`: HTTP binary and JSON, gRPC;
 in a temporary directory), alternating with the current one, so the two are compared in one run on the same
 machine. The gRPC floor cases (`grpc-floor-aio-b64`, `grpc-floor-sync-b64`) send the same batch-64 calls,
 from the same client, to `bench.grpc_floor`: a bare grpcio server (asyncio, as the service runs it, and
-thread-pool) that answers with prepared bytes, so their server CPU per call is grpcio's own, under any gRPC
-service in Python. Prints one JSON object: samples/s and p50/p99 per case, the ratios the protocol work is
+thread-pool) that answers with prepared bytes, so their server CPU per call is grpcio's own, under any service
+built on it. Prints one JSON object: samples/s and p50/p99 per case, the ratios the protocol work is
 held to (v2 JSON b64 / REST JSON b64, gRPC b64 / REST binary b64, REST JSON b1 now / baseline) and the floors'
 against REST binary b64, the date and commit.
 wrk and perf_analyzer share the machine's cores with the server: compare ratios from one run.
@@ -171,14 +171,18 @@ class _Floor:
         command = [sys.executable, "-m", "bench.grpc_floor", "--port", str(self.grpc_port)]
         command += ["--kind", self.kind, "--latent", str(self.latent)]
         self.process = subprocess.Popen(command, cwd=ROOT)
-        with grpc.insecure_channel(f"{self.host}:{self.grpc_port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=60)
+        try:
+            with grpc.insecure_channel(f"{self.host}:{self.grpc_port}") as channel:
+                grpc.channel_ready_future(channel).result(timeout=60)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
 
 
 def _latent(models: Path, model: str) -> int:
