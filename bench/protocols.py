@@ -34,6 +34,8 @@ import numpy as np
 import orjson
 
 from bench.load import Request, run_wrk
+from service.contract import ModelMetadata
+from service.core.repository import parse_version
 from service.settings import DEFAULT_MODELS_DIR
 
 __all__ = ["main"]
@@ -187,8 +189,8 @@ class _Floor:
 
 def _latent(models: Path, model: str) -> int:
     """The model's code width (its newest version's), which the floor's answers match."""
-    newest = max((p for p in (models / model).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    return int(json.loads((newest / "metadata.json").read_text())["latent_dim"])
+    versions = [(v, p) for p in (models / model).iterdir() if (v := parse_version(p.name)) is not None]
+    return ModelMetadata.read(max(versions)[1]).latent_dim
 
 
 def _grpc(server: Any, model: str, width: int, batch: int, seconds: int) -> dict[str, Any]:
