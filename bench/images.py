@@ -248,14 +248,22 @@ def autoencoder_denoiser(directory: Path) -> Callable[[Images], Images]:
     return denoise
 
 
-def _denoiser(architecture: str, dataset: Dataset, out: Path, name: str, steps: int | None) -> Path:
+def _denoiser(
+    architecture: str,
+    dataset: Dataset,
+    out: Path,
+    name: str,
+    steps: int | None,
+    latent_dim: int | None = None,
+) -> Path:
     """A denoising autoencoder trained as the shipped mnist-denoising is; on an MLP, with the conv2d one's
-    code size and noise (only the body differs; the MLP keeps its own capacity and step budget)."""
+    noise and `latent_dim`, its code size (only the body differs; the MLP keeps its own capacity, code layout
+    and step budget)."""
     conv = tuned_for(MNIST_ARCHITECTURE, "denoising")
     config = dataclasses.replace(
         mnist_config("denoising"),
         architecture=architecture,
-        latent_dim=conv.latent_dim,
+        latent_dim=latent_dim,
         hparams=dict(conv.hparams),
         steps=steps,
     )
@@ -282,7 +290,8 @@ def run_denoising(args: argparse.Namespace, report: Report, work: Path) -> None:
         conv = _denoiser(MNIST_ARCHITECTURE, dataset, args.models or work, "mnist-denoising", args.steps)
     _check_split(conv, len(x))
     print("training the MLP denoising autoencoder", file=sys.stderr, flush=True)
-    mlp = _denoiser("mlp", dataset, work, "mnist-mlp-denoising", args.steps)
+    code = ModelMetadata.read(conv).latent_dim
+    mlp = _denoiser("mlp", dataset, work, "mnist-mlp-denoising", args.steps, code)
     report.models = {CONV: str(conv), MLP: "trained by the benchmark (mnist recipe, architecture mlp)"}
     learned = {CONV: autoencoder_denoiser(conv), MLP: autoencoder_denoiser(mlp)}
     for level_index, sigma in enumerate(NOISE_LEVELS):

@@ -318,7 +318,7 @@ def train_version(
     config = resolve(
         config,
         non_test_samples(dataset, test_every),
-        n_features,
+        input_shape,
         dataset.kind,
         cls.default_latent_dim,
         cls.default_steps,

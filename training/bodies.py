@@ -23,6 +23,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 from service.contract import InputKind
+from training.config import BodyOptions
 from training.data import DataError
 
 __all__ = ["BODIES", "Body", "BodyPlan", "Conv1dBody", "Conv2dBody", "MLPBody", "body_for"]
@@ -80,14 +81,30 @@ class Body(nn.Module):
     hidden_help: ClassVar[str]
     channel_axis: ClassVar[int] = -1
     """The sample axis that holds channels (features for rows): normalisation is per entry of that axis."""
+    takes_options: ClassVar[bool] = False
+    """Whether it lays itself out by `BodyOptions` (a body that does not takes only the defaults)."""
 
     def __init__(
-        self, input_shape: Sequence[int], latent_dim: int, hidden: tuple[int, ...], plan: BodyPlan
+        self,
+        input_shape: Sequence[int],
+        latent_dim: int,
+        hidden: tuple[int, ...],
+        plan: BodyPlan,
+        options: BodyOptions | None = None,
     ) -> None:
         super().__init__()
+        options = options or BodyOptions()
+        if not self.takes_options and options != BodyOptions():
+            name = next((key for key, body in BODIES.items() if body is type(self)), type(self).__name__)
+            takers = [key for key, body in BODIES.items() if body.takes_options]
+            raise DataError(
+                f"architecture {name!r} has no convolution stages: --code grid and --stage-convs are for "
+                f"{' and '.join(takers)}"
+            )
         self.input_shape = tuple(input_shape)
         self.latent_dim = latent_dim
         self.hidden = hidden
+        self.options = options
         self.encoder: nn.Module
         self.decoder: nn.Module
 
@@ -106,9 +123,14 @@ class MLPBody(Body):
     hidden_help = "hidden layer widths"
 
     def __init__(
-        self, input_shape: Sequence[int], latent_dim: int, hidden: tuple[int, ...], plan: BodyPlan
+        self,
+        input_shape: Sequence[int],
+        latent_dim: int,
+        hidden: tuple[int, ...],
+        plan: BodyPlan,
+        options: BodyOptions | None = None,
     ) -> None:
-        super().__init__(input_shape, latent_dim, hidden, plan)
+        super().__init__(input_shape, latent_dim, hidden, plan, options)
         flat = math.prod(self.input_shape)
         # A series window keeps its axes in the graphs: flattened on the way in, shaped back on the way out.
         fold = len(self.input_shape) > 1
@@ -129,12 +151,16 @@ class MLPBody(Body):
 
 
 class ConvBody(Body):
-    """Strided convolutions down to a flat code, transposed convolutions back up, for any size of each axis.
+    """Strided convolutions down to a code, transposed convolutions back up, for any size of each axis.
 
     Each stage halves every spatial axis (kernel 3, stride 2, padding 1: n -> ceil(n / 2)); its mirror gives
     back exactly n (output_padding 1 where n is even), so odd and prime sizes need no cropping or padding.
-    The spatial sizes are fixed by the sample shape (the code is a dense layer over the last stage); only the
-    batch axis is free. With no stages, the body is one dense layer each way over the flattened sample.
+    With `stage_convs` above 1, a stage first convolves at its input's size (kernel 3, stride 1) and its
+    mirror at its output's, so the sample's own size is convolved at on both ends. The code (`code`) is a
+    dense layer over the last stage, or a 1x1 convolution at its grid (a grid code's last stage keeps its
+    input's size: halving there would only coarsen the grid). The spatial sizes are fixed by the sample
+    shape; only the batch axis is free. With no stages, the body is one dense layer (or one 1x1 convolution)
+    each way.
     """
 
     conv: ClassVar[Callable[..., nn.Module]]
@@ -143,40 +169,98 @@ class ConvBody(Body):
     spatial_axes: ClassVar[int]
     default_hidden = (16, 32)
     hidden_help = "channels of each convolution stage"
+    takes_options = True
 
     def __init__(
-        self, input_shape: Sequence[int], latent_dim: int, hidden: tuple[int, ...], plan: BodyPlan
+        self,
+        input_shape: Sequence[int],
+        latent_dim: int,
+        hidden: tuple[int, ...],
+        plan: BodyPlan,
+        options: BodyOptions | None = None,
     ) -> None:
-        super().__init__(input_shape, latent_dim, hidden, plan)
+        super().__init__(input_shape, latent_dim, hidden, plan, options)
+        options = self.options
         if len(self.input_shape) != self.spatial_axes + 1:
             raise DataError(
                 f"{type(self).__name__} reads samples of {self.spatial_axes + 1} axes, "
                 f"got shape {self.input_shape}"
             )
-        channels, spatial = self.layout(self.input_shape)
-        sizes = [spatial]  # spatial sizes before each stage, and after the last
-        for _ in hidden:
-            sizes.append(tuple((n + 1) // 2 for n in sizes[-1]))
+        channels, _ = self.layout(self.input_shape)
+        sizes = self.stage_sizes(self.input_shape, hidden, options)
         widths = [channels, *hidden]
-        flat = widths[-1] * math.prod(sizes[-1])
+        grid, last = sizes[-1], widths[-1]
         down: list[nn.Module] = [self.to_channels_first()]
-        for c_in, c_out in itertools.pairwise(widths):
-            down += [self.conv(c_in, c_out, 3, stride=2, padding=1), plan.activation()]
-        down += [nn.Flatten(1), nn.Linear(flat, plan.code_width), plan.code_activation()]
+        for stage, (c_in, c_out) in enumerate(itertools.pairwise(widths)):
+            for _ in range(options.stage_convs - 1):
+                down += [self.conv(c_in, c_out, 3, padding=1), plan.activation()]
+                c_in = c_out
+            stride = 2 if sizes[stage + 1] != sizes[stage] else 1
+            down += [self.conv(c_in, c_out, 3, stride=stride, padding=1), plan.activation()]
+        up: list[nn.Module]
+        if options.code == "grid":
+            cells = math.prod(grid)
+            per_cell = self.grid_channels(latent_dim, grid)
+            # (batch, code channels, *grid) flattened channel by channel: a VAE's mean is the first half.
+            down += [self.conv(last, plan.code_width // cells, 1), nn.Flatten(1), plan.code_activation()]
+            up = [Reshape((per_cell, *grid)), self.conv(per_cell, last, 1)]
+        else:
+            down += [
+                nn.Flatten(1),
+                nn.Linear(last * math.prod(grid), plan.code_width),
+                plan.code_activation(),
+            ]
+            up = [nn.Linear(latent_dim, last * math.prod(grid))]
         self.encoder = nn.Sequential(*down)  # (batch, *input_shape) -> (batch, code_width)
-        up: list[nn.Module] = [nn.Linear(latent_dim, flat), *([plan.activation()] if hidden else [])]
-        up.append(Reshape((widths[-1], *sizes[-1])))  # (batch, channels of the last stage, *its sizes)
+        if options.code != "grid":
+            up += [*([plan.activation()] if hidden else []), Reshape((last, *grid))]
+        elif hidden:
+            up.append(plan.activation())
+        # (batch, channels of the last stage, *its sizes) from here
         for stage in reversed(range(len(hidden))):
-            # Back to exactly n from ceil(n / 2): an even n needs the one step more that output_padding adds.
-            extra = tuple(1 - n % 2 for n in sizes[stage])
-            up.append(
-                self.transposed(
-                    widths[stage + 1], widths[stage], 3, stride=2, padding=1, output_padding=extra
-                )
-            )
+            c_out, c_in = widths[stage + 1], widths[stage]
+            back = c_in if options.stage_convs == 1 else c_out
+            if sizes[stage + 1] == sizes[stage]:  # a grid code's last stage, which keeps its size
+                up.append(self.conv(c_out, back, 3, padding=1))
+            else:
+                # Back to exactly n from ceil(n / 2): an even n needs the one step more output_padding adds.
+                extra = tuple(1 - n % 2 for n in sizes[stage])
+                up.append(self.transposed(c_out, back, 3, stride=2, padding=1, output_padding=extra))
+            for i in range(options.stage_convs - 1):
+                up += [
+                    plan.activation(),
+                    self.conv(c_out, c_in if i == options.stage_convs - 2 else c_out, 3, padding=1),
+                ]
             up += [plan.activation()] if stage > 0 else []
         up.append(self.from_channels_first())
         self.decoder = nn.Sequential(*up)  # (batch, latent_dim) -> (batch, *input_shape)
+
+    @classmethod
+    def grid_channels(cls, latent_dim: int, grid: tuple[int, ...]) -> int:
+        """Code channels at each cell of `grid` for a grid code of `latent_dim` values; DataError when it is
+        not a whole number."""
+        cells = math.prod(grid)
+        if latent_dim % cells:
+            below = latent_dim // cells * cells
+            raise DataError(
+                f"a grid code at the last stage's {'x'.join(map(str, grid))} grid takes a multiple of "
+                f"{cells} values, got a code of {latent_dim}; expected "
+                + (f"{below} or {below + cells}" if below else f"{cells}")
+                + " (or --code dense for a code of any width)"
+            )
+        return latent_dim // cells
+
+    @classmethod
+    def stage_sizes(
+        cls, input_shape: Sequence[int], hidden: tuple[int, ...], options: BodyOptions
+    ) -> list[tuple[int, ...]]:
+        """The spatial sizes before each stage of `hidden`, and after the last. Each stage halves them but a
+        grid code's last stage: halving there would only coarsen the grid the code is read at."""
+        sizes = [cls.layout(tuple(input_shape))[1]]
+        for stage in range(len(hidden)):
+            keeps = options.code == "grid" and stage == len(hidden) - 1
+            sizes.append(sizes[-1] if keeps else tuple((n + 1) // 2 for n in sizes[-1]))
+        return sizes
 
     @staticmethod
     def layout(input_shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:

@@ -268,6 +268,18 @@ def _common_options(parser: argparse.ArgumentParser, d: TrainConfig) -> None:
         type=_hidden,
         help=f"the encoder's capacity, e.g. 256,128 ({capacity}; default: the variant's for the body)",
     )
+    parser.add_argument(
+        "--code",
+        choices=["dense", "grid"],
+        help="a convolutional body's code: a dense layer over the last stage, or channels at every cell of "
+        "its grid (default: grid for denoising images, dense otherwise)",
+    )
+    parser.add_argument(
+        "--stage-convs",
+        type=positive_int,
+        help="convolutions per stage of a convolutional body, the strided one last (default: 2 for "
+        "denoising images, 1 otherwise)",
+    )
     parser.add_argument("--epochs", type=positive_int, help="default: enough epochs for the step budget")
     parser.add_argument(
         "--steps",
@@ -322,6 +334,8 @@ def _config(args: argparse.Namespace) -> TrainConfig:
         architecture=args.architecture,
         latent_dim=None if args.latent_dim is None else int(args.latent_dim),
         hidden=args.hidden,
+        code=args.code,
+        stage_convs=None if args.stage_convs is None else int(args.stage_convs),
         epochs=None if args.epochs is None else int(args.epochs),
         steps=None if args.steps is None else int(args.steps),
         batch_size=int(args.batch_size),

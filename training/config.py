@@ -7,9 +7,23 @@ from typing import Any, Literal
 
 from service.contract import StepScore
 
-__all__ = ["NormalisationKind", "TrainConfig"]
+__all__ = ["BodyOptions", "CodeLayout", "NormalisationKind", "TrainConfig"]
 
 NormalisationKind = Literal["standard", "minmax", "robust", "identity"]
+CodeLayout = Literal["dense", "grid"]
+
+
+@dataclass(frozen=True)
+class BodyOptions:
+    """How a convolutional body is laid out beyond its stages' channels; an MLP takes only the defaults."""
+
+    code: CodeLayout = "dense"
+    """dense: a dense layer between the last stage and the code (a code of any width); grid: a 1x1
+    convolution at the last stage's grid, the code its channels at every cell (a width that is a multiple of
+    the cells), so that the code keeps where each part of the sample is."""
+    stage_convs: int = 1
+    """Convolutions per encoder stage: `stage_convs - 1` at the stage's input size, then the strided one; the
+    decoder mirrors them, so that a sample's own size is convolved at on both ends."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +41,12 @@ class TrainConfig:
     hidden: tuple[int, ...] | None = None
     """The encoder's capacity (the decoder mirrors it): hidden layer widths of an MLP, channels of each
     stage of a convolutional body; None -> the objective's default for the body."""
+    code: CodeLayout | None = None
+    """A convolutional body's code layout (`BodyOptions.code`); None -> the body's tuned default
+    (`training.defaults`: grid for denoising on conv2d, dense otherwise)."""
+    stage_convs: int | None = None
+    """Convolutions per stage of a convolutional body (`BodyOptions.stage_convs`); None -> the tuned
+    default."""
     epochs: int | None = None
     """Upper bound on epochs; None -> enough epochs for `steps` steps (so small data sets still train)."""
     steps: int | None = None
@@ -67,6 +87,11 @@ class TrainConfig:
     """torch intra-op threads; one is fastest for these small networks."""
     hparams: dict[str, float] = field(default_factory=dict)
     """The objective's own hyper-parameters (e.g. `l1`, `rho`, `beta`), merged over its defaults."""
+
+    def body_options(self) -> BodyOptions:
+        """The body's layout, each option left as None taking BodyOptions' default."""
+        defaults = BodyOptions()
+        return BodyOptions(self.code or defaults.code, self.stage_convs or defaults.stage_convs)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""

@@ -5,7 +5,8 @@ Each rule is justified by a measurement in `docs/tabular.md` (the development be
 - normalisation: per-feature standard scaling for tables (robust scaling, clipping and rank transforms
   scored lower there), one shared min-max range for images (pixels share units);
 - latent width: a quarter of a table's width, at least 1 (an as-wide code lets a linear model copy its
-  input); for images the variant's own default, and never as wide as the input;
+  input); for images the variant's own default, and never as wide as the input; a grid code keeps half of
+  the input's values, in whole channels at every cell of its grid;
 - step budget: the variant's default, less for small tables and short series, whose few samples are seen
   often enough sooner;
 - on a body where an objective measured better with other defaults (`BODY_TUNED`: code width, capacity,
@@ -24,7 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from service.contract import InputKind, ScoreName
-from training.config import TrainConfig
+from training.bodies import BODIES, ConvBody
+from training.config import BodyOptions, CodeLayout, TrainConfig
+from training.data import DataError
+from training.objectives import OBJECTIVES
 
 __all__ = [
     "BODY_TUNED",
@@ -52,6 +56,9 @@ TABLE_LATENT_FRACTION = 0.25
 # training parts (about 350 windows) 3000 steps ranked no better than 1000 (docs/time-series.md).
 SMALL_SERIES_WINDOWS = 1000
 SMALL_SERIES_STEPS = 1000
+# The share of the input's values a grid code keeps by default: denoising digits, a grid code of half the
+# pixels at 14x14 beat a dense code of 128 by 3.7 dB at noise std 0.1 (docs/images.md).
+GRID_CODE_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,8 @@ class Tuned:
     hidden: tuple[int, ...] | None = None
     steps: int | None = None
     hparams: Mapping[str, float] = field(default_factory=dict)
+    code: CodeLayout | None = None
+    stage_convs: int | None = None
 
 
 # The key of a body's entry that applies to every objective (a named objective's entry refines it).
@@ -72,9 +81,16 @@ BODY_TUNED: dict[str, dict[str, Tuned]] = {
         # MNIST's 6,400 training images at batch 64 make 100 steps an epoch, and a conv2d step costs ten MLP
         # steps or more: 3,000 steps (30 epochs) keeps the shipped MNIST set to one build.
         EVERY_VARIANT: Tuned(steps=3000),
-        # Noise of every std from 0 to 0.5 of the range, so that one model serves every level; a wide code,
-        # since a narrow one caps what a clean digit keeps.
-        "denoising": Tuned(latent_dim=128, hidden=(32, 64), hparams={"noise_std": 0.0, "noise_std_max": 0.5}),
+        # Noise of every std from 0 to 0.5 of the range, so that one model serves every level; a code that
+        # keeps where each stroke is (a grid code at 14x14) and convolutions at the digit's own 28x28, since
+        # a dense code of 128 capped what a clean digit kept; 6,000 steps, +0.7 dB over 3,000 at std 0.1.
+        "denoising": Tuned(
+            hidden=(32, 64),
+            steps=6000,
+            code="grid",
+            stage_convs=2,
+            hparams={"noise_std": 0.0, "noise_std_max": 0.5},
+        ),
         # The exact penalty made a conv2d step on MNIST 31 times a plain one; one probe costs one pass.
         "contractive": Tuned(hparams={"jacobian_probes": 1}),
     },
@@ -92,6 +108,8 @@ def tuned_for(body: str, variant: str) -> Tuned:
         hidden=own.hidden if own.hidden is not None else every.hidden,
         steps=own.steps or every.steps,
         hparams={**every.hparams, **own.hparams},
+        code=own.code or every.code,
+        stage_convs=own.stage_convs or every.stage_convs,
     )
 
 
@@ -102,26 +120,52 @@ def latent_width(n_features: int, table: bool, variant_default: int) -> int:
     return max(1, min(width, n_features - 1))
 
 
+def grid_latent_width(grid: tuple[int, ...], n_features: int) -> int:
+    """A grid code's default width: GRID_CODE_FRACTION of the input's values, in whole channels (at least
+    one) at every cell of `grid`."""
+    cells = math.prod(grid)
+    width = cells * max(1, math.floor(GRID_CODE_FRACTION * n_features / cells))
+    if width >= n_features:
+        raise DataError(
+            f"a grid code of one channel at the {'x'.join(map(str, grid))} grid is as wide as the input "
+            f"({n_features} values); expected two stages or more in --hidden, or --code dense"
+        )
+    return width
+
+
 def resolve(
     config: TrainConfig,
     n_rows: int,
-    n_features: int,
+    input_shape: tuple[int, ...],
     kind: InputKind,
     variant_latent: int,
     variant_steps: int,
     body: str | None = None,
 ) -> TrainConfig:
     """`config` with every data-dependent None filled in for `n_rows` samples (the non-test ones) of `kind`,
-    each of `n_features` values, read by `body` (its `BODY_TUNED` entries); explicit choices are kept."""
+    each of `input_shape` in `body`'s graphs, read by `body` (its `BODY_TUNED` entries); explicit choices
+    are kept."""
+    n_features = math.prod(input_shape)
     table = kind == "rows"
     small = table and n_rows < SMALL_TABLE_ROWS
     short = kind == "series" and n_rows < SMALL_SERIES_WINDOWS
     tuned = tuned_for(body, config.variant) if body is not None else Tuned()
     variant_latent, variant_steps = tuned.latent_dim or variant_latent, tuned.steps or variant_steps
+    code = config.code or tuned.code or "dense"
+    hidden = config.hidden if config.hidden is not None else tuned.hidden
+    body_cls = BODIES.get(body or "")
+    if code == "grid" and body_cls is not None and issubclass(body_cls, ConvBody):
+        stages = hidden if hidden is not None else OBJECTIVES[config.variant].default_hidden(body_cls)
+        grid = body_cls.stage_sizes(input_shape, stages, BodyOptions(code="grid"))[-1]
+        latent = config.latent_dim or grid_latent_width(grid, n_features)
+    else:
+        latent = config.latent_dim or latent_width(n_features, table, variant_latent)
     return dataclasses.replace(
         config,
-        latent_dim=config.latent_dim or latent_width(n_features, table, variant_latent),
-        hidden=config.hidden if config.hidden is not None else tuned.hidden,
+        latent_dim=latent,
+        hidden=hidden,
+        code=code,
+        stage_convs=config.stage_convs or tuned.stage_convs or 1,
         hparams={**tuned.hparams, **config.hparams},
         steps=config.steps
         or (

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from service.contract import ScoreName
 from training.bodies import BODIES, Body, BodyPlan
 from training.catalogue import VARIANT_OPTIONS, HyperParameter
+from training.config import BodyOptions
 
 __all__ = [
     "OBJECTIVES",
@@ -73,6 +74,7 @@ class Autoencoder(nn.Module):
         latent_dim: int,
         hidden: tuple[int, ...],
         hparams: dict[str, float] | None = None,
+        options: BodyOptions | None = None,
     ) -> None:
         super().__init__()
         self.input_shape = tuple(input_shape)
@@ -80,7 +82,7 @@ class Autoencoder(nn.Module):
         self.hidden = hidden
         self.hp = {p.name: p.default for p in self.hyperparameters} | (hparams or {})
         plan = BodyPlan(self.code_width(), self.activation, self.code_activation)
-        self.body = body(self.input_shape, latent_dim, hidden, plan)
+        self.body = body(self.input_shape, latent_dim, hidden, plan, options)
 
     @classmethod
     def default_hidden(cls, body: type[Body]) -> tuple[int, ...]:
@@ -333,10 +335,11 @@ def build_model(
     latent_dim: int | None,
     hidden: tuple[int, ...] | None,
     hparams: dict[str, float],
+    options: BodyOptions | None = None,
 ) -> Autoencoder:
-    """OBJECTIVES[objective] on BODIES[body] for samples of `input_shape`; None takes the objective's default
-    latent size, or its default capacity for that body (`training.defaults.resolve` fills in the defaults
-    that depend on the data and the body first)."""
+    """OBJECTIVES[objective] on BODIES[body] for samples of `input_shape`, laid out by `options`; None takes
+    the objective's default latent size, or its default capacity for that body (`training.defaults.resolve`
+    fills in the defaults that depend on the data and the body first)."""
     cls, body_cls = OBJECTIVES[objective], BODIES[body]
     return cls(
         body_cls,
@@ -344,4 +347,5 @@ def build_model(
         cls.default_latent_dim if latent_dim is None else latent_dim,
         cls.default_hidden(body_cls) if hidden is None else hidden,
         hparams,
+        options,
     )

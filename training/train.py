@@ -76,7 +76,13 @@ def train_model(
     seed_everything(config.seed)
     body = body_for(kind, config.architecture)
     model = build_model(
-        config.variant, body, x_train.shape[1:], config.latent_dim, config.hidden, config.hparams
+        config.variant,
+        body,
+        x_train.shape[1:],
+        config.latent_dim,
+        config.hidden,
+        config.hparams,
+        config.body_options(),
     )
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     epochs, steps_per_epoch = epochs_for(config, len(x_train), model.default_steps)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import cast
 
@@ -11,6 +12,7 @@ from torch import nn
 
 from service.contract import InputKind
 from training.bodies import BODIES, Conv1dBody, Conv2dBody, body_for
+from training.config import BodyOptions
 from training.data import DataError, Normaliser
 from training.export import export_graphs
 from training.objectives import OBJECTIVES, build_model
@@ -109,3 +111,93 @@ def test_conv_bodies_export_odd_sizes_with_a_free_batch_axis(
         )
         assert outputs["reconstruction"].shape == outputs["feature_errors"].shape == (batch, *shape)
         assert outputs["error"].shape == (batch,)
+
+
+GRID = BodyOptions(code="grid", stage_convs=2)
+
+
+@pytest.mark.parametrize(
+    ("body", "shape", "corner"),
+    [("conv1d", (12, 2), (slice(None), 0, 0)), ("conv2d", (1, 12, 12), (..., 0, 0))],
+)
+def test_grid_code_keeps_where_each_part_of_the_sample_is(
+    body: str, shape: tuple[int, ...], corner: tuple[object, ...]
+) -> None:
+    # (4, 4) stages with a grid code: one halving (the last stage keeps its size), 2 code channels at each of
+    # the 6 (x 6) cells. Changing the first step / pixel moves only the code cells within its reach: after
+    # the halving it reaches cells 0 and 1, and the last stage's two convolutions two cells further.
+    torch.manual_seed(0)
+    model = build_model("plain", body, shape, 2 * (6 if body == "conv1d" else 36), (4, 4), {}, GRID).eval()
+    x = torch.randn(1, *shape)
+    changed = x.clone()
+    changed[corner] += 5.0
+    with torch.no_grad():
+        moved = (
+            (model.encode(changed) - model.encode(x)).abs().reshape(2, *([6] if body == "conv1d" else [6, 6]))
+        )
+    assert model(x).shape == x.shape
+    near = moved[(slice(None),) + (slice(0, 4),) * (moved.ndim - 1)]
+    assert float(near.max()) > 1e-3
+    far = moved[(slice(None),) + (slice(4, None),) * (moved.ndim - 1)]
+    assert float(far.max()) == 0.0
+
+
+@pytest.mark.parametrize("stage_convs", [1, 2, 3])
+@pytest.mark.parametrize("code", ["dense", "grid"])
+def test_conv_stage_convs_and_code_lay_out_the_encoder(stage_convs: int, code: str) -> None:
+    options = BodyOptions(code="grid" if code == "grid" else "dense", stage_convs=stage_convs)
+    model = build_model("plain", "conv2d", (1, 8, 8), 16 if code == "grid" else 5, (3, 4), {}, options)
+    convs = [m for m in model.body.encoder.modules() if isinstance(m, nn.Conv2d)]
+    dense = [m for m in model.body.encoder.modules() if isinstance(m, nn.Linear)]
+    # Two stages of stage_convs convolutions each, and the code: a 1x1 convolution or a dense layer.
+    assert len(convs) == 2 * stage_convs + (code == "grid")
+    assert len(dense) == (code == "dense")
+    strides = [c.stride[0] for c in convs]
+    assert strides.count(2) == (1 if code == "grid" else 2)
+    x = torch.randn(2, 1, 8, 8)
+    assert model.encode(x).shape == (2, 16 if code == "grid" else 5)
+    assert model(x).shape == (2, 1, 8, 8)
+
+
+def test_grid_code_refuses_a_width_that_is_not_whole_channels() -> None:
+    with pytest.raises(
+        DataError,
+        match=r"grid code at the last stage's 4x4 grid takes a multiple of 16 values, "
+        r"got a code of 20; expected 16 or 32",
+    ):
+        build_model("plain", "conv2d", (1, 8, 8), 20, (3, 4), {}, GRID)
+    with pytest.raises(
+        DataError, match=r"takes a multiple of 16 values, got a code of 5; expected 16 \(or --code dense"
+    ):
+        build_model("plain", "conv2d", (1, 8, 8), 5, (3, 4), {}, GRID)
+
+
+@pytest.mark.parametrize("options", [GRID, BodyOptions(stage_convs=2)])
+def test_mlp_refuses_convolution_options(options: BodyOptions) -> None:
+    with pytest.raises(
+        DataError,
+        match="architecture 'mlp' has no convolution stages: --code grid and --stage-convs are for conv1d "
+        "and conv2d",
+    ):
+        build_model("plain", "mlp", (12,), 3, (4,), {}, options)
+
+
+@pytest.mark.parametrize(
+    ("body", "shape"), [("conv1d", (31, 2)), ("conv2d", (3, 7, 9)), ("conv2d", (1, 5, 4))]
+)
+@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+def test_grid_code_bodies_export_with_a_free_batch_axis(
+    objective: str, body: str, shape: tuple[int, ...], tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(30, *shape)) * 50 + 100).astype(np.float32)
+    normaliser = Normaliser.fit(x, "standard", channel_axis=BODIES[body].channel_axis)
+    grid = cast(type[Conv1dBody], BODIES[body]).stage_sizes(shape, (4, 4), GRID)[-1]
+    model = build_model(objective, body, shape, math.prod(grid), (4, 4), {}, GRID).eval()
+    graphs, parity = export_graphs(model, normaliser, tmp_path, x[:20])
+    assert parity <= 1e-5
+    session = ort.InferenceSession(str(tmp_path / graphs["encoder"].path), providers=["CPUExecutionProvider"])
+    for batch in (1, 4):
+        codes = session.run(None, {"x": x[:batch]})
+        assert codes[0].shape == (batch, math.prod(grid))

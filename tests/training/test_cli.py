@@ -196,6 +196,10 @@ def bad_files(tmp_path: Path) -> Path:
             "no channel 'c'; the channels",
         ),
         (["--data", "{d}/ok.npy", "--centred-channels", "a,,b"], "expected comma-separated non-empty names"),
+        (["--data", "{d}/ok.npy", "--code", "grid"], "architecture 'mlp' has no convolution stages"),
+        (["--data", "{d}/images.npy", "--code", "grid"], "takes a multiple of 36 values, got a code of 2"),
+        (["--data", "{d}/images.npy", "--code", "spatial"], "invalid choice: 'spatial'"),
+        (["--data", "{d}/images.npy", "--stage-convs", "0"], "expected a value in"),
     ],
 )
 def test_cli_bad_input_exits_nonzero_with_one_line(

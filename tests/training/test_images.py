@@ -120,7 +120,7 @@ def _briefly(monkeypatch: pytest.MonkeyPatch) -> list[TrainConfig]:
 
     def briefly(config: TrainConfig, *args: Any, **kwargs: Any) -> TrainedVersion:
         seen.append(config)
-        return real(dataclasses.replace(config, steps=10, hidden=(4,)), *args, **kwargs)
+        return real(dataclasses.replace(config, steps=10, hidden=(4, 4)), *args, **kwargs)
 
     monkeypatch.setattr(artifact, "train_version", briefly)
     return seen
@@ -182,21 +182,43 @@ def test_defaults_with_a_wrong_mnist_folder_fail_in_one_line_before_training(
 def test_conv2d_defaults_are_the_bodys_tuned_ones(variant: str) -> None:
     cls = OBJECTIVES[variant]
     every, own = BODY_TUNED["conv2d"][EVERY_VARIANT], BODY_TUNED["conv2d"].get(variant)
-    config = resolve(TrainConfig(variant=variant), 8000, 784, "image", cls.default_latent_dim, 6000, "conv2d")
+    config = resolve(
+        TrainConfig(variant=variant), 8000, (1, 28, 28), "image", cls.default_latent_dim, 6000, "conv2d"
+    )
     tuned = tuned_for("conv2d", variant)
-    assert config.steps == every.steps == tuned.steps
-    assert config.latent_dim == (tuned.latent_dim or cls.default_latent_dim)
+    assert config.steps == tuned.steps == ((own.steps if own else None) or every.steps)
     assert (config.hidden, config.hparams) == (tuned.hidden, dict(tuned.hparams))
+    assert (config.code, config.stage_convs) == (tuned.code or "dense", tuned.stage_convs or 1)
+    if config.code == "grid":
+        # Half of the 784 pixels, in whole channels at each of the 14x14 cells the last stage keeps.
+        assert config.latent_dim == 392
+    else:
+        assert config.latent_dim == (tuned.latent_dim or cls.default_latent_dim)
     if own is not None:
-        assert (own.latent_dim or cls.default_latent_dim, own.hidden) == (config.latent_dim, config.hidden)
+        assert own.hidden == config.hidden
         assert own.hparams.items() <= config.hparams.items()
     # Explicit choices win over the tuned ones.
-    chosen = TrainConfig(variant=variant, latent_dim=5, hidden=(3,), steps=7, hparams={"noise_std": 0.4})
-    kept = resolve(chosen, 8000, 784, "image", cls.default_latent_dim, 6000, "conv2d")
+    chosen = TrainConfig(
+        variant=variant, latent_dim=5, hidden=(3,), steps=7, code="dense", hparams={"noise_std": 0.4}
+    )
+    kept = resolve(chosen, 8000, (1, 28, 28), "image", cls.default_latent_dim, 6000, "conv2d")
     assert (kept.latent_dim, kept.hidden, kept.steps, kept.hparams["noise_std"]) == (5, (3,), 7, 0.4)
-    # The MLP keeps the objective's own defaults: a fixed noise level, the exact Jacobian.
-    on_mlp = resolve(TrainConfig(variant=variant), 8000, 64, "image", cls.default_latent_dim, 6000, "mlp")
+    assert kept.code == "dense"
+    # The MLP keeps the objective's own defaults: a fixed noise level, the exact Jacobian, no grid.
+    on_mlp = resolve(TrainConfig(variant=variant), 8000, (64,), "image", cls.default_latent_dim, 6000, "mlp")
     assert (on_mlp.steps, on_mlp.hidden, on_mlp.hparams) == (6000, None, {})
+    assert (on_mlp.code, on_mlp.stage_convs) == ("dense", 1)
+
+
+def test_grid_code_default_width_is_half_the_input_in_whole_channels() -> None:
+    grid = TrainConfig(variant="plain", code="grid", hidden=(8, 8))
+    # 3 x 20 x 12 -> one halving -> 10 x 6 = 60 cells; half of 720 values is 360 = 6 channels.
+    assert resolve(grid, 500, (3, 20, 12), "image", 16, 6000, "conv2d").latent_dim == 360
+    # 1 x 9 x 9 -> 5 x 5 = 25 cells; half of 81 is 40.5: one channel, 25.
+    assert resolve(grid, 500, (1, 9, 9), "image", 16, 6000, "conv2d").latent_dim == 25
+    # No halving at all (one stage, kept for the grid): a channel is as wide as the input.
+    with pytest.raises(DataError, match=r"as wide as the input \(81 values\); expected two stages or more"):
+        resolve(dataclasses.replace(grid, hidden=(8,)), 500, (1, 9, 9), "image", 16, 6000, "conv2d")
 
 
 def test_denoising_noise_std_is_drawn_per_sample_in_its_range() -> None:
@@ -294,7 +316,8 @@ def _tiny_images(digits: npt.NDArray[np.float32]) -> Dataset:
 
 
 def test_conv2d_builds_are_reproducible(digits: npt.NDArray[np.float32], tmp_path: Path) -> None:
-    config = TrainConfig(variant="denoising", architecture="conv2d", latent_dim=4, hidden=(4,), steps=30)
+    # The denoising defaults on conv2d: a grid code, two convolutions a stage.
+    config = TrainConfig(variant="denoising", architecture="conv2d", hidden=(4, 4), steps=30)
     hashes = []
     for out in ("a", "b"):
         trained = train_version(config, _tiny_images(digits), tmp_path / out, "same", progress=False)
@@ -304,11 +327,9 @@ def test_conv2d_builds_are_reproducible(digits: npt.NDArray[np.float32], tmp_pat
 
 @pytest.fixture(scope="module")
 def image_repository(digits: npt.NDArray[np.float32], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A conv2d denoising model trained here on the digits as 8x8 images."""
+    """A conv2d denoising model trained here on the digits as 8x8 images, its code the default grid code."""
     out = tmp_path_factory.mktemp("models")
-    config = TrainConfig(
-        variant="denoising", architecture="conv2d", latent_dim=8, hidden=tiny_hidden("conv2d"), steps=200
-    )
+    config = TrainConfig(variant="denoising", architecture="conv2d", hidden=tiny_hidden("conv2d"), steps=200)
     train_version(config, _tiny_images(digits), out, "digits-conv", progress=False)
     return out
 
