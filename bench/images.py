@@ -4,13 +4,14 @@ Split (the shipped `mnist-<variant>` models' own): images with index % 5 == 0 ar
 
 Denoising: the first `--n-test` held-out images, each with Gaussian noise of std 0.1, 0.2, 0.3 and 0.5 of the
 0..1 range (not clipped: additive white Gaussian noise, what BM3D and the others assume; one noise draw per
-level, the same for every method). Every method's output is clipped to 0..1, then PSNR and SSIM against the
-clean image. Methods: the conv denoising autoencoder (the `mnist-denoising` model's recipe, `--models` to
-reuse a built one), an MLP denoising autoencoder trained the same way, PCA projection, scikit-image's
-`denoise_nl_means`, `denoise_tv_chambolle` and `denoise_wavelet`, and BM3D. Every parameter that is not
-the noise std (known to all, as in the usual protocol) is tuned per level on noisy training images.
-Time per image is single-threaded wall time: per call for the classical denoisers, over a batch for the
-autoencoders (through ONNX Runtime, as the service runs them) and PCA.
+level, the same for every method; with `--eight-bit`, the noisy image clipped to 0..1 and rounded to 8 bits,
+as a PNG file carries it, for tuning and testing alike). Every method's output is clipped to 0..1, then PSNR
+and SSIM against the clean image. Methods: the conv denoising autoencoder (the `mnist-denoising` model's
+recipe, `--models` to reuse a built one), an MLP denoising autoencoder trained the same way, PCA projection,
+scikit-image's `denoise_nl_means`, `denoise_tv_chambolle` and `denoise_wavelet`, and BM3D. Every parameter
+that is not the noise std (known to all, as in the usual protocol) is tuned per level on noisy training
+images. Time per image is single-threaded wall time: per call for the classical denoisers, over a batch for
+the autoencoders (through ONNX Runtime, as the service runs them) and PCA.
 
 Novelty: for each digit d, a conv and an MLP plain autoencoder are trained on the training images of d;
 held-out images of d are the normal ones and held-out images of every other digit the anomalies; AUROC of
@@ -143,8 +144,10 @@ def ssim(clean: Images, denoised: Images) -> npt.NDArray[np.float64]:
     )
 
 
-def add_noise(clean: Images, sigma: float, seed: int) -> Images:
-    return clean + sigma * np.random.default_rng(seed).normal(size=clean.shape)
+def add_noise(clean: Images, sigma: float, seed: int, eight_bit: bool = False) -> Images:
+    """`clean` plus Gaussian noise of std `sigma`; `eight_bit`: clipped to 0..1 and rounded to 1/255 steps."""
+    noisy = clean + sigma * np.random.default_rng(seed).normal(size=clean.shape)
+    return np.round(np.clip(noisy, 0.0, 1.0) * 255) / 255 if eight_bit else noisy
 
 
 @dataclass
@@ -159,6 +162,7 @@ class Score:
 class Report:
     n_test: int
     n_tune: int
+    eight_bit: bool = False
     noisy: dict[float, Score] = field(default_factory=dict)
     denoising: dict[str, dict[float, Score]] = field(default_factory=dict)
     novelty: dict[str, dict[int, float]] = field(default_factory=dict)
@@ -208,9 +212,9 @@ def _score(clean: Images, denoised: Images, seconds: float, params: str = "") ->
     return Score(float(psnr(clean, denoised).mean()), float(ssim(clean, denoised).mean()), seconds, params)
 
 
-def tune(method: Classical, train: Images, sigma: float) -> dict[str, Any]:
+def tune(method: Classical, train: Images, sigma: float, eight_bit: bool = False) -> dict[str, Any]:
     """The grid point with the highest mean PSNR on noisy training images."""
-    noisy = add_noise(train, sigma, SEED + 1)
+    noisy = add_noise(train, sigma, SEED + 1, eight_bit)
     best, best_psnr = {}, -np.inf
     for params in method.grid(sigma):
         out = np.clip(np.stack([method.run(n, sigma, **params) for n in noisy]), 0.0, 1.0)
@@ -295,7 +299,7 @@ def run_denoising(args: argparse.Namespace, report: Report, work: Path) -> None:
     report.models = {CONV: str(conv), MLP: "trained by the benchmark (mnist recipe, architecture mlp)"}
     learned = {CONV: autoencoder_denoiser(conv), MLP: autoencoder_denoiser(mlp)}
     for level_index, sigma in enumerate(NOISE_LEVELS):
-        noisy = add_noise(test, sigma, SEED + 10 + level_index)
+        noisy = add_noise(test, sigma, SEED + 10 + level_index, args.eight_bit)
         report.noisy[sigma] = _score(test, np.clip(noisy, 0, 1), 0.0)
         report.examples.setdefault("noisy input", {})[sigma] = np.clip(noisy[:FIGURE_IMAGES], 0, 1)
         report.examples.setdefault("clean", {})[sigma] = test[:FIGURE_IMAGES]
@@ -303,12 +307,12 @@ def run_denoising(args: argparse.Namespace, report: Report, work: Path) -> None:
             out, seconds = _timed(denoise, noisy)
             report.denoising.setdefault(name, {})[sigma] = _score(test, out, seconds)
             report.examples.setdefault(name, {})[sigma] = out[:FIGURE_IMAGES]
-        pca, k = pca_denoiser(train, add_noise(train[:PCA_TUNE_IMAGES], sigma, SEED + 1))
+        pca, k = pca_denoiser(train, add_noise(train[:PCA_TUNE_IMAGES], sigma, SEED + 1, args.eight_bit))
         out, seconds = _timed(pca, noisy)
         report.denoising.setdefault("PCA projection", {})[sigma] = _score(test, out, seconds, f"k={k}")
         report.examples.setdefault("PCA projection", {})[sigma] = out[:FIGURE_IMAGES]
         for method in CLASSICAL:
-            params = tune(method, tune_images, sigma)
+            params = tune(method, tune_images, sigma, args.eight_bit)
             out, seconds = _timed(functools.partial(_one_by_one, method, sigma, params), noisy)
             shown = ", ".join(
                 f"{n}={v:.3g}" if isinstance(v, float) else f"{n}={v}" for n, v in params.items()
@@ -370,7 +374,8 @@ def tables(report: Report) -> str:
         rule = "|---" * (len(NOISE_LEVELS) + 2) + "|"
         lines += [
             f"### Denoising: PSNR (dB) / SSIM on {report.n_test} held-out MNIST images "
-            f"(parameters tuned on {report.n_tune} training images)",
+            f"(parameters tuned on {report.n_tune} training images"
+            + ("; noise clipped and rounded to 8 bits)" if report.eight_bit else ")"),
             "",
             f"| method | {levels} | ms per image |",
             rule,
@@ -439,10 +444,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="step budget of the denoising autoencoders (a smoke run)")
     parser.add_argument("--skip", choices=["denoising", "novelty"], help="leave one part out")
     parser.add_argument("--quick", action="store_true", help="novelty on digits 0-2 only")
+    parser.add_argument(
+        "--eight-bit",
+        action="store_true",
+        help="noisy images clipped to 0..1 and rounded to 8 bits, as in a PNG",
+    )
     parser.add_argument("--out", type=Path, default=Path("artifacts/images"))
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
-    report = Report(args.n_test, args.n_tune)
+    report = Report(args.n_test, args.n_tune, args.eight_bit)
     # One thread for numpy's BLAS too: every time per image is single-core time.
     with tempfile.TemporaryDirectory() as tmp, threadpool_limits(1):
         if args.skip != "denoising":

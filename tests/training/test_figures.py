@@ -66,7 +66,7 @@ def test_roc_plot_marks_the_operating_point(saved: dict[str, Figure], tmp_path: 
 def test_denoising_plot_shows_noisy_inputs_and_their_denoised_outputs(
     saved: dict[str, Figure], tmp_path: Path, digits: npt.NDArray[np.float32]
 ) -> None:
-    config = TrainConfig(variant="denoising", latent_dim=4, hidden=(16,), epochs=1, folds=0)
+    config = TrainConfig(variant="denoising", hidden=(8, 8), epochs=1, folds=0)
     train_version(
         config, Dataset.of_images(digits.reshape(-1, 1, 8, 8), "digits"), tmp_path, "d", progress=False
     )
