@@ -415,7 +415,7 @@ def large_image_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     images = np.zeros((300, 1, 28, 28), np.float32)
     images[:, 0, 2:26, 2:26] = np.kron(digits, np.ones((3, 3))) * 255.0 / 16.0  # grey levels 0..255
     out = tmp_path_factory.mktemp("models")
-    config = TrainConfig(variant="denoising", architecture="conv2d", latent_dim=16, hidden=(4, 8), steps=150)
+    config = TrainConfig(variant="denoising", architecture="conv2d", hidden=(4, 8), steps=150)
     train_version(
         config, Dataset.of_images(images, "digits at 28x28"), out, "digits28-denoising", progress=False
     )
