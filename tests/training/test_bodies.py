@@ -18,6 +18,7 @@ from training.export import export_graphs
 from training.objectives import OBJECTIVES, build_model
 
 KINDS: tuple[InputKind, ...] = ("rows", "series", "image")
+GRID = BodyOptions(code="grid", stage_convs=2)
 
 
 def test_every_input_kind_has_exactly_one_default_body() -> None:
@@ -94,26 +95,30 @@ def test_conv_bodies_refuse_samples_of_the_wrong_rank(body: str) -> None:
     ("body", "shape"), [("conv1d", (31, 2)), ("conv1d", (2, 1)), ("conv2d", (3, 7, 9)), ("conv2d", (1, 5, 4))]
 )
 @pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+@pytest.mark.parametrize("layout", ["dense", "grid"])
 def test_conv_bodies_export_odd_sizes_with_a_free_batch_axis(
-    objective: str, body: str, shape: tuple[int, ...], tmp_path: Path
+    layout: str, objective: str, body: str, shape: tuple[int, ...], tmp_path: Path
 ) -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(30, *shape)) * 50 + 100).astype(np.float32)
     normaliser = Normaliser.fit(x, "standard", channel_axis=BODIES[body].channel_axis)
-    model = build_model(objective, body, shape, 3, (4, 4), {}).eval()
+    options = GRID if layout == "grid" else BodyOptions()
+    # A grid code of one channel at the last stage's grid; a dense one of 3.
+    grid = cast(type[Conv1dBody], BODIES[body]).stage_sizes(shape, (4, 4), options)[-1]
+    latent = math.prod(grid) if layout == "grid" else 3
+    model = build_model(objective, body, shape, latent, (4, 4), {}, options).eval()
     graphs, parity = export_graphs(model, normaliser, tmp_path, x[:20])
     assert parity <= 1e-5
     session = ort.InferenceSession(str(tmp_path / graphs["model"].path), providers=["CPUExecutionProvider"])
+    encoder = ort.InferenceSession(str(tmp_path / graphs["encoder"].path), providers=["CPUExecutionProvider"])
     for batch in (1, 3, 10):
         outputs = dict(
             zip(graphs["model"].outputs, session.run(None, {"x": x[20 : 20 + batch]}), strict=True)
         )
         assert outputs["reconstruction"].shape == outputs["feature_errors"].shape == (batch, *shape)
         assert outputs["error"].shape == (batch,)
-
-
-GRID = BodyOptions(code="grid", stage_convs=2)
+        assert encoder.run(None, {"x": x[:batch]})[0].shape == (batch, latent)
 
 
 @pytest.mark.parametrize(
@@ -180,24 +185,3 @@ def test_mlp_refuses_convolution_options(options: BodyOptions) -> None:
         "and conv2d",
     ):
         build_model("plain", "mlp", (12,), 3, (4,), {}, options)
-
-
-@pytest.mark.parametrize(
-    ("body", "shape"), [("conv1d", (31, 2)), ("conv2d", (3, 7, 9)), ("conv2d", (1, 5, 4))]
-)
-@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
-def test_grid_code_bodies_export_with_a_free_batch_axis(
-    objective: str, body: str, shape: tuple[int, ...], tmp_path: Path
-) -> None:
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    x = (rng.normal(size=(30, *shape)) * 50 + 100).astype(np.float32)
-    normaliser = Normaliser.fit(x, "standard", channel_axis=BODIES[body].channel_axis)
-    grid = cast(type[Conv1dBody], BODIES[body]).stage_sizes(shape, (4, 4), GRID)[-1]
-    model = build_model(objective, body, shape, math.prod(grid), (4, 4), {}, GRID).eval()
-    graphs, parity = export_graphs(model, normaliser, tmp_path, x[:20])
-    assert parity <= 1e-5
-    session = ort.InferenceSession(str(tmp_path / graphs["encoder"].path), providers=["CPUExecutionProvider"])
-    for batch in (1, 4):
-        codes = session.run(None, {"x": x[:batch]})
-        assert codes[0].shape == (batch, math.prod(grid))
