@@ -195,7 +195,7 @@ class ConvBody(Body):
             for _ in range(options.stage_convs - 1):
                 down += [self.conv(c_in, c_out, 3, padding=1), plan.activation()]
                 c_in = c_out
-            stride = 2 if sizes[stage + 1] != sizes[stage] else 1
+            stride = 1 if self.keeps_size(stage, hidden, options) else 2
             down += [self.conv(c_in, c_out, 3, stride=stride, padding=1), plan.activation()]
         up: list[nn.Module]
         if options.code == "grid":
@@ -220,7 +220,7 @@ class ConvBody(Body):
         for stage in reversed(range(len(hidden))):
             c_out, c_in = widths[stage + 1], widths[stage]
             back = c_in if options.stage_convs == 1 else c_out
-            if sizes[stage + 1] == sizes[stage]:  # a grid code's last stage, which keeps its size
+            if self.keeps_size(stage, hidden, options):
                 up.append(self.conv(c_out, back, 3, padding=1))
             else:
                 # Back to exactly n from ceil(n / 2): an even n needs the one step more output_padding adds.
@@ -258,9 +258,14 @@ class ConvBody(Body):
         grid code's last stage: halving there would only coarsen the grid the code is read at."""
         sizes = [cls.layout(tuple(input_shape))[1]]
         for stage in range(len(hidden)):
-            keeps = options.code == "grid" and stage == len(hidden) - 1
+            keeps = cls.keeps_size(stage, hidden, options)
             sizes.append(sizes[-1] if keeps else tuple((n + 1) // 2 for n in sizes[-1]))
         return sizes
+
+    @staticmethod
+    def keeps_size(stage: int, hidden: tuple[int, ...], options: BodyOptions) -> bool:
+        """Whether `stage` of `hidden` keeps its input's size: a grid code's last stage does."""
+        return options.code == "grid" and stage == len(hidden) - 1
 
     @staticmethod
     def layout(input_shape: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:

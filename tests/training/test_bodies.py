@@ -185,3 +185,15 @@ def test_mlp_refuses_convolution_options(options: BodyOptions) -> None:
         "and conv2d",
     ):
         build_model("plain", "mlp", (12,), 3, (4,), {}, options)
+
+
+def test_dense_code_stages_halve_even_where_the_size_is_already_one() -> None:
+    # A window of 2 is 1 step after the first stage; the later stages still stride 2 (and mirror with a
+    # transposed convolution), as a dense body always has, so such models keep their layout and weights.
+    model = build_model("plain", "conv1d", (2, 3), 5, (4, 8, 8), {})
+    convs = [m for m in model.body.encoder.modules() if isinstance(m, nn.Conv1d)]
+    assert [c.stride[0] for c in convs] == [2, 2, 2]
+    assert sum(isinstance(m, nn.ConvTranspose1d) for m in model.body.decoder.modules()) == 3
+    grid = build_model("plain", "conv1d", (2, 3), 1, (4, 8, 8), {}, GRID)
+    strided = [m.stride[0] for m in grid.body.encoder.modules() if isinstance(m, nn.Conv1d)]
+    assert strided.count(2) == 2  # the grid code's last stage keeps its size
